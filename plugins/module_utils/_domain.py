@@ -1,0 +1,191 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY.
+# This file is private to kvm.migration and may change in any release without notice.
+
+"""A domain's XML as plain objects: disks with their backing chains, memory, machine, CPU, devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+
+try:
+    from lxml import etree
+except ImportError:
+    etree = None
+    LXML_IMPORT_ERROR = traceback.format_exc()
+else:
+    LXML_IMPORT_ERROR = None
+
+# libvirt's state numbers (virDomainState), by value, so this works without libvirt.
+DOMAIN_STATES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+ACTIVE_STATES = ("running", "blocked", "paused", "shutdown", "pmsuspended")
+
+
+@dataclasses.dataclass
+class BackingImage:
+    path: str
+    format: str
+
+
+@dataclasses.dataclass
+class Disk:
+    target: str
+    device: str
+    type: str
+    source: str
+    format: str
+    cache: str
+    readonly: bool
+    shareable: bool
+    backing: list
+
+    @property
+    def is_local_image(self):
+        """A writable image on a local path: the kind that copy-storage migration moves."""
+        return (
+            self.device in ("disk", "lun")
+            and self.type in ("file", "block")
+            and bool(self.source)
+            and not self.readonly
+            and not self.shareable
+        )
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DomainSpec:
+    name: str
+    uuid: str
+    domain_type: str
+    memory_kib: int
+    vcpus: int
+    arch: str
+    machine: str
+    cpu_mode: str
+    disks: list
+    hostdevs: list
+
+    @classmethod
+    def from_xml(cls, xml):
+        root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+        os_type = root.find("os/type")
+        vcpu = root.findtext("vcpu")
+        cpu = root.find("cpu")
+        return cls(
+            name=root.findtext("name"),
+            uuid=root.findtext("uuid"),
+            domain_type=root.get("type"),
+            memory_kib=_kib(root.find("memory")),
+            vcpus=int(vcpu) if vcpu else 1,
+            arch=os_type.get("arch") if os_type is not None else None,
+            machine=os_type.get("machine") if os_type is not None else None,
+            cpu_mode=(cpu.get("mode") or "custom") if cpu is not None else None,
+            disks=[_parse_disk(d) for d in root.findall("devices/disk")],
+            hostdevs=[_describe_hostdev(h) for h in root.findall("devices/hostdev")],
+        )
+
+    def disk(self, target):
+        for d in self.disks:
+            if d.target == target:
+                return d
+        return None
+
+
+def _kib(node):
+    if node is None or not node.text:
+        return 0
+    value = int(node.text)
+    unit = (node.get("unit") or "KiB").lower()
+    factors = {"b": 1.0 / 1024, "bytes": 1.0 / 1024, "k": 1, "kib": 1, "kb": 1000.0 / 1024, "m": 1024,
+               "mib": 1024, "mb": 1000000.0 / 1024, "g": 1024 ** 2, "gib": 1024 ** 2, "gb": 1e9 / 1024}
+    return int(value * factors.get(unit, 1))
+
+
+def _source_of(disk_type, node):
+    src = node.find("source")
+    if src is None:
+        return ""
+    if disk_type == "file":
+        return src.get("file") or ""
+    if disk_type == "block":
+        return src.get("dev") or ""
+    if disk_type == "volume":
+        return "%s/%s" % (src.get("pool"), src.get("volume"))
+    if disk_type == "network":
+        host = src.find("host")
+        where = ""
+        if host is not None:
+            where = "%s:%s" % (host.get("name"), host.get("port") or "")
+        return "%s://%s/%s" % (src.get("protocol"), where, src.get("name") or "")
+    return ""
+
+
+def _parse_disk(node):
+    disk_type = node.get("type", "file")
+    driver = node.find("driver")
+    backing = []
+    store = node.find("backingStore")
+    while store is not None and store.get("type"):
+        fmt = store.find("format")
+        backing.append(BackingImage(path=_source_of(store.get("type"), store),
+                                    format=fmt.get("type") if fmt is not None else ""))
+        store = store.find("backingStore")
+    target = node.find("target")
+    return Disk(
+        target=target.get("dev") if target is not None else "",
+        device=node.get("device", "disk"),
+        type=disk_type,
+        source=_source_of(disk_type, node),
+        format=(driver.get("type") if driver is not None else None) or "raw",
+        cache=(driver.get("cache") if driver is not None else None) or "default",
+        readonly=node.find("readonly") is not None,
+        shareable=node.find("shareable") is not None,
+        backing=backing,
+    )
+
+
+def _describe_hostdev(node):
+    src = node.find("source")
+    address = src.find("address") if src is not None else None
+    return {
+        "mode": node.get("mode"),
+        "type": node.get("type"),
+        "model": node.get("model"),
+        "address": dict(address.attrib) if address is not None else {},
+    }
+
+
+def state_name(domain):
+    """'running', 'shutoff', ... for a virDomain, or 'absent' for None."""
+    if domain is None:
+        return "absent"
+    state, _reason = domain.state()
+    return DOMAIN_STATES.get(state, "unknown")
+
+
+def describe(domain):
+    """Small, JSON-friendly summary of a domain on one host (None means absent)."""
+    if domain is None:
+        return {"state": "absent", "persistent": False, "active": False}
+    return {
+        "state": state_name(domain),
+        "active": bool(domain.isActive()),
+        "persistent": bool(domain.isPersistent()),
+        "uuid": domain.UUIDString(),
+    }

@@ -1,0 +1,306 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migrate
+short_description: Make a libvirt domain run on a destination host, by live migration
+version_added: 0.1.0
+description:
+  - Desired state - the domain O(name) is active on the host at O(dest_uri). If it already is, and it is not active
+    on the source, nothing happens.
+  - Otherwise the module live-migrates it peer-to-peer from the source (O(uri), normally the local host the task
+    runs on) to the destination. The source libvirtd connects to O(dest_uri) itself, so O(dest_uri) must be
+    reachable from the source host.
+  - With O(storage=copy_all) every local writable disk is copied. The module first creates each destination
+    volume with the same format and virtual size, so a thin qcow2 image stays thin.
+  - The source definition is removed only after the domain verifiably runs (and, with O(persistent), is
+    defined) on the destination.
+  - If the migration fails or is aborted, the guest keeps running on the source and the module removes what it
+    made on the destination (the half-made domain and the volumes it created), then fails with the reason.
+  - Bad requests fail before anything changes, with a message that names the problem, for example an unknown
+    domain, an unreachable destination, a destination that is the source itself (same libvirt host UUID), a name
+    already defined on the destination, a shut-off domain, or files already present at the disk paths on the
+    destination.
+author:
+  - kvm.migration maintainers (@kvm-migration)
+extends_documentation_fragment:
+  - kvm.migration.libvirt
+  - kvm.migration._attributes
+  - kvm.migration._attributes.actiongroup_migration
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode inspects both hosts, runs every validation and reports the planned flags and volumes, and changes
+        nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - The first run migrates; a second run finds the domain active on the destination and reports no change.
+      - When a stale, shut-off definition of the same domain (same UUID) remains on the source and
+        O(undefine_source=true), a later run removes it and reports a change.
+options:
+  name:
+    description:
+      - Name of the domain.
+    type: str
+    required: true
+  dest_uri:
+    description:
+      - libvirt URI of the destination, as the source host reaches it, for example V(qemu+ssh://hv2/system) or
+        V(qemu+tcp://hv2/system).
+      - With qemu+ssh, root on the source host needs key-based SSH access to the destination and a known host key.
+    type: str
+    required: true
+  storage:
+    description:
+      - How the disks get to the destination.
+      - V(copy_all) copies every local writable disk (libvirt C(VIR_MIGRATE_NON_SHARED_DISK)) into volumes that the
+        module pre-creates on the destination at the same paths.
+    type: str
+    choices: [copy_all]
+    default: copy_all
+  persistent:
+    description:
+      - Define the domain persistently on the destination.
+    type: bool
+    default: true
+  undefine_source:
+    description:
+      - Remove the source definition once the domain verifiably runs on the destination. The source disk images
+        are never deleted by this option.
+    type: bool
+    default: true
+  migrate_uri:
+    description:
+      - Address of the destination for the migration data stream, for example V(tcp://10.0.0.2). Without it, the
+        destination offers its own hostname, which the source must be able to resolve.
+    type: str
+  disks_uri:
+    description:
+      - Address of the destination's NBD server for the disk copy, for example V(tcp://10.0.0.2). Needs libvirt
+        6.8 or later.
+    type: str
+  bandwidth:
+    description:
+      - Bandwidth cap for the migration in MiB/s. V(0) means no cap.
+    type: int
+    default: 0
+  timeout:
+    description:
+      - Abort the migration if it has not finished after this many seconds; the guest then keeps running on the
+        source.
+      - V(0) derives the timeout from the amount of data, 800 seconds per GiB of RAM plus copied disk (at least
+        120 seconds), as OpenStack Nova does.
+    type: int
+    default: 0
+  poll_interval:
+    description:
+      - Seconds between two readings of the migration job's progress.
+    type: float
+    default: 0.5
+notes:
+  - The migration is peer-to-peer (C(VIR_MIGRATE_PEER2PEER)) with C(VIR_MIGRATE_ABORT_ON_ERROR).
+  - libvirt and QEMU never give up on a migration that does not converge; O(timeout) is what stops it.
+seealso:
+  - module: kvm.migration.migration_info
+  - name: libvirt migration documentation
+    description: How libvirt migrates domains.
+    link: https://libvirt.org/migration.html
+"""
+
+EXAMPLES = r"""
+- name: Make web01 run on hv2 (the task runs on the current host, hv1)
+  kvm.migration.migrate:
+    name: web01
+    dest_uri: qemu+ssh://hv2/system
+  register: moved
+
+- name: Predict what would happen, changing nothing
+  kvm.migration.migrate:
+    name: web01
+    dest_uri: qemu+ssh://hv2/system
+  check_mode: true
+  register: plan
+
+- name: Migrate over a dedicated network, capped at 500 MiB/s, giving up after 10 minutes
+  kvm.migration.migrate:
+    name: db01
+    dest_uri: qemu+tcp://hv2/system
+    migrate_uri: tcp://192.168.50.12
+    disks_uri: tcp://192.168.50.12
+    bandwidth: 500
+    timeout: 600
+"""
+
+RETURN = r"""
+action:
+  description: What the run did, or would do in check mode.
+  returned: always
+  type: str
+  choices: [none, migrate, undefine_source]
+  sample: migrate
+reason:
+  description: Why that action was chosen.
+  returned: always
+  type: str
+  sample: domain web01 runs on the source
+flags:
+  description: The libvirt migration flags used (lower case, without the C(VIR_MIGRATE_) prefix).
+  returned: when action is migrate
+  type: list
+  elements: str
+  sample: [live, peer2peer, abort_on_error, persist_dest, non_shared_disk]
+storage:
+  description: The storage mode used.
+  returned: when action is migrate
+  type: str
+  sample: copy_all
+timeout:
+  description: The timeout in seconds that applied to the migration job.
+  returned: when action is migrate
+  type: int
+  sample: 200
+disks:
+  description: The domain's disks as read from its definition.
+  returned: when action is migrate
+  type: list
+  elements: dict
+  sample: [{target: vda, device: disk, type: file, source: /var/lib/libvirt/images/web01.qcow2, format: qcow2,
+            cache: none, readonly: false, shareable: false, backing: []}]
+volumes:
+  description: The destination volumes planned (path, format, capacity in bytes).
+  returned: when action is migrate
+  type: list
+  elements: dict
+  sample: [{path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, capacity: 67108864, backing_path: "",
+            backing_format: ""}]
+volumes_created:
+  description: Paths of the volumes the module created on the destination.
+  returned: when a migration ran
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/images/web01.qcow2]
+stats:
+  description:
+    - The completed job statistics as libvirt reports them (C(virDomainGetJobStats)), merged from the destination
+      and the source (the source's view holds the disk figures). Times in milliseconds, sizes in bytes.
+  returned: when a migration ran
+  type: dict
+  sample: {time_elapsed: 1843, downtime: 61, data_total: 289406976, data_processed: 121634816,
+           memory_dirty_rate: 0, memory_iteration: 3, disk_total: 67108864, disk_processed: 67108864}
+summary:
+  description: The figures an operator reads first.
+  returned: when a migration ran
+  type: dict
+  contains:
+    wall_time_s:
+      description: Seconds from the start of the module's work to the verified result.
+      type: float
+    time_elapsed_ms:
+      description: Duration of the migration job.
+      type: int
+    downtime_ms:
+      description: How long the guest was paused for the switch-over.
+      type: int
+    data_total_bytes:
+      description: Total data the job had to consider (RAM and disks).
+      type: int
+    data_processed_bytes:
+      description: Data actually transferred.
+      type: int
+    memory_processed_bytes:
+      description: RAM transferred.
+      type: int
+    disk_processed_bytes:
+      description: Disk data transferred.
+      type: int
+    memory_dirty_rate_pages_s:
+      description: The guest's dirty page rate during the last iteration.
+      type: int
+    iterations:
+      description: Number of pre-copy iterations over RAM.
+      type: int
+    memory_bps:
+      description: Memory transfer rate at the end, in bytes per second.
+      type: int
+  sample: {wall_time_s: 3.1, time_elapsed_ms: 1843, downtime_ms: 61, data_processed_bytes: 121634816, iterations: 3}
+progress:
+  description: Samples of the running job, taken every O(poll_interval) seconds (thinned out on long runs).
+  returned: when a migration ran
+  type: list
+  elements: dict
+  sample: [{t: 0.5, data_processed: 52428800, data_remaining: 236978176, memory_bps: 104857600, iteration: 1}]
+state:
+  description: The domain on both hosts after the run (or now, in check mode).
+  returned: always
+  type: dict
+  contains:
+    source:
+      description: C(state) (V(absent), V(running), V(shutoff), ...), C(active), C(persistent), C(uuid) and C(uri).
+      type: dict
+    destination:
+      description: The same for the destination.
+      type: dict
+  sample: {source: {state: absent, active: false, persistent: false, uri: "qemu:///system"},
+           destination: {state: running, active: true, persistent: true, uuid: 3f0c..., uri: "qemu+ssh://hv2/system"}}
+"""
+
+from ansible_collections.kvm.migration.plugins.module_utils._migration import (
+    STORAGE_MODES,
+    Migration,
+    MigrationRequest,
+)
+from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+
+
+def run_module(module):
+    p = module.params
+    request = MigrationRequest(
+        name=p["name"],
+        dest_uri=p["dest_uri"],
+        storage=p["storage"],
+        persistent=p["persistent"],
+        undefine_source=p["undefine_source"],
+        migrate_uri=p["migrate_uri"] or "",
+        disks_uri=p["disks_uri"] or "",
+        bandwidth=p["bandwidth"],
+        timeout=p["timeout"],
+        poll_interval=p["poll_interval"],
+    )
+    if request.bandwidth < 0 or request.timeout < 0 or request.poll_interval <= 0:
+        module.fail_json(msg="bandwidth and timeout must be >= 0 and poll_interval > 0")
+    source = module.client(role="source")
+    dest = module.client(p["dest_uri"], role="destination")
+    result = Migration(source, dest, request).execute(check_mode=module.check_mode)
+    module.exit_json(**result)
+
+
+def main():
+    module = LibvirtModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "dest_uri": {"type": "str", "required": True},
+            "storage": {"type": "str", "default": "copy_all", "choices": list(STORAGE_MODES)},
+            "persistent": {"type": "bool", "default": True},
+            "undefine_source": {"type": "bool", "default": True},
+            "migrate_uri": {"type": "str"},
+            "disks_uri": {"type": "str"},
+            "bandwidth": {"type": "int", "default": 0},
+            "timeout": {"type": "int", "default": 0},
+            "poll_interval": {"type": "float", "default": 0.5},
+        },
+        supports_check_mode=True,
+    )
+    module.run(run_module)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_info
+short_description: Read a domain's state and its running migration job on one libvirt host
+version_added: 0.1.0
+description:
+  - Reports whether the domain O(name) exists on the host at O(uri), its state, whether it is persistent, and the
+    progress of the job running on it (for example a migration), without changing anything.
+  - Use it to verify where a guest runs after a migration, or to poll a migration that runs asynchronously
+    (AWX/Automation Controller jobs with C(async)).
+author:
+  - kvm.migration maintainers (@kvm-migration)
+extends_documentation_fragment:
+  - kvm.migration.libvirt
+  - kvm.migration._attributes
+  - kvm.migration._attributes.info_module
+  - kvm.migration._attributes.actiongroup_migration
+options:
+  name:
+    description:
+      - Name of the domain.
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Where does web01 run now?
+  kvm.migration.migration_info:
+    name: web01
+  register: web01
+
+- name: Poll the migration job on the source while it runs
+  kvm.migration.migration_info:
+    name: web01
+  register: info
+  until: info.job.type == 'none'
+  retries: 120
+  delay: 5
+"""
+
+RETURN = r"""
+exists:
+  description: Whether a domain of that name is defined or running on the host.
+  returned: always
+  type: bool
+  sample: true
+domain:
+  description: The domain's C(state) (V(absent), V(running), V(paused), V(shutoff), ...), C(active),
+    C(persistent) and C(uuid).
+  returned: always
+  type: dict
+  sample: {state: running, active: true, persistent: true, uuid: 0b7d6c3e-1f4a-4c55-9a43-6a1f3c2e9d10}
+host:
+  description: The host's libvirt host UUID, hostname and versions.
+  returned: always
+  type: dict
+  sample: {host_uuid: 94098632-2f9d-4b07-bbb5-6a925eef4cc9, hostname: hv1, libvirt: 11.3.0, hypervisor: 10.0.13}
+job:
+  description:
+    - The job running on the domain. C(type) is V(none) when there is none. C(percent) is the share of the
+      data processed so far; C(stats) holds libvirt's raw job statistics.
+  returned: always
+  type: dict
+  sample: {type: unbounded, percent: 42.5, stats: {time_elapsed: 5020, data_processed: 120586240, data_remaining: 163053568}}
+"""
+
+from ansible_collections.kvm.migration.plugins.module_utils._domain import describe
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+
+JOB_TYPES = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
+
+
+def job_report(domain):
+    if domain is None or not domain.isActive():
+        return {"type": "none", "stats": {}}
+    with libvirt_errors("read the job of %s" % domain.name()):
+        stats = domain.jobStats(0)
+    job = {"type": JOB_TYPES.get(stats.get("type", 0), "unknown"),
+           "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "type"}}
+    total = stats.get("data_total") or 0
+    if total:
+        job["percent"] = round(100.0 * (total - stats.get("data_remaining", 0)) / total, 1)
+    return job
+
+
+def run_module(module):
+    client = module.client()
+    domain = client.lookup_domain(module.params["name"])
+    host = {"host_uuid": client.host_uuid(), "hostname": client.hostname()}
+    host.update(client.versions())
+    module.exit_json(changed=False, exists=domain is not None, domain=describe(domain), host=host,
+                     job=job_report(domain))
+
+
+def main():
+    module = LibvirtModule(
+        argument_spec={"name": {"type": "str", "required": True}},
+        supports_check_mode=True,
+    )
+    module.run(run_module)
+
+
+if __name__ == "__main__":
+    main()
