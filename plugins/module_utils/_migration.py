@@ -58,6 +58,7 @@ class MigrationRequest:
     bandwidth: int = 0
     timeout: int = 0
     poll_interval: float = 0.5
+    source_cleanup: bool = False
 
 
 @dataclasses.dataclass
@@ -160,7 +161,8 @@ class Migration:
             raise InvalidRequest(
                 "The destination %s already has files at %s; refusing to overwrite them"
                 % (req.dest_uri, ", ".join(conflicts)),
-                hint="remove or move those files on the destination if they are stale leftovers",
+                hint="if they are the images an earlier migration left behind, remove them on the destination; "
+                     "source_cleanup=true removes source images after a verified migration",
                 details={"conflicting_paths": conflicts},
             )
 
@@ -200,7 +202,7 @@ class Migration:
         req = self.request
         started = time.monotonic()
         assessment = self.assess()
-        result = {"changed": False, "name": req.name, "action": assessment.action, "reason": assessment.reason}
+        result = {"changed": False, "name": req.name, "operation": assessment.action, "reason": assessment.reason}
         if assessment.action == "none":
             result["state"] = self._final_state(assessment.source_domain, assessment.dest_domain)
             return result
@@ -239,10 +241,12 @@ class Migration:
             raise
         if error is not None:
             self._recover(uuid, error, aborted_by, was_paused)  # raises unless the guest did arrive
-        dst = self._verify_destination(uuid)
+        dst = self._verify_destination(uuid, plan.volumes)
         stats = self._completed_stats(src, dst)
         if req.undefine_source:
             self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
+        if req.source_cleanup:
+            result["source_disks_removed"] = self._cleanup_source(uuid, plan.volumes)
         result.update({
             "volumes_created": list(self.stager.created),
             "stats": stats,
@@ -343,7 +347,7 @@ class Migration:
             },
         )
 
-    def _verify_destination(self, uuid):
+    def _verify_destination(self, uuid, volumes):
         req = self.request
         dst = self.dest.lookup_domain_by_uuid(uuid)
         problems = []
@@ -354,6 +358,12 @@ class Migration:
                 problems.append("the domain is %s" % state_name(dst))
             if req.persistent and not dst.isPersistent():
                 problems.append("the domain is not persistent")
+            with libvirt_errors("read the definition of %s on the destination" % req.name):
+                in_use = {d.source for d in DomainSpec.from_xml(dst.XMLDesc(0)).disks}
+            for vol in volumes:
+                if vol.path not in in_use:
+                    problems.append("the domain does not use %s" % vol.path)
+                problems += self.stager.check(vol)
         if problems:
             src = self.source.lookup_domain_by_uuid(uuid)
             raise OperationFailed(
@@ -371,6 +381,25 @@ class Migration:
             except Exception:  # not every side keeps completed statistics
                 pass
         return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+
+    def _cleanup_source(self, uuid, volumes):
+        """Delete the source images that were copied, once the destination checked out.  An image that
+        some other domain on the source still uses is kept."""
+        in_use = set()
+        with libvirt_errors("list the domains on the source %s" % self.source.uri):
+            domains = self.source.conn.listAllDomains(0)
+        for dom in domains:
+            if dom.UUIDString() != uuid:
+                in_use.update(d.source for d in DomainSpec.from_xml(dom.XMLDesc(0)).disks)
+        source_volumes = VolumeStager(self.source)
+        removed = []
+        try:
+            for vol in volumes:
+                if vol.path not in in_use and source_volumes.remove(vol.path):
+                    removed.append(vol.path)
+        finally:
+            source_volumes.close()
+        return removed
 
     def _undefine_source(self, dom):
         if dom is None or dom.isActive() or not dom.isPersistent():

@@ -124,6 +124,34 @@ class VolumeStager:
         self.created.append(spec.path)
         return vol
 
+    def check(self, spec):
+        """Problems with the volume at spec.path compared with what it should be (empty: it matches)."""
+        vol = self.existing(spec.path)
+        if vol is None:
+            return ["%s is missing" % spec.path]
+        from xml.etree import ElementTree as ET  # local: only needed here
+
+        with libvirt_errors("read volume %s on %s" % (spec.path, self.client.uri)):
+            xml = ET.fromstring(vol.XMLDesc(0))
+        problems = []
+        fmt = xml.find("target/format")
+        fmt = fmt.get("type") if fmt is not None else "raw"
+        if fmt != spec.format:
+            problems.append("%s has format %s, expected %s" % (spec.path, fmt, spec.format))
+        capacity = int(xml.findtext("capacity") or 0)
+        if capacity != spec.capacity:
+            problems.append("%s has virtual size %d, expected %d" % (spec.path, capacity, spec.capacity))
+        return problems
+
+    def remove(self, path):
+        """Delete the volume at `path` if it exists; returns whether it did."""
+        vol = self.existing(path)
+        if vol is None:
+            return False
+        with libvirt_errors("delete %s on %s" % (path, self.client.uri)):
+            vol.delete(0)
+        return True
+
     def rollback(self):
         """Delete the volumes this stager created (a failed migration); returns their paths."""
         removed = []

@@ -78,6 +78,14 @@ options:
         are never deleted by this option.
     type: bool
     default: true
+  source_cleanup:
+    description:
+      - After a verified migration, delete the source images that were copied. The destination must first check
+        out - the domain runs there (persistent if asked), uses the copied images, and each image has the source's
+        format and virtual size.
+      - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
+    type: bool
+    default: false
   migrate_uri:
     description:
       - Address of the destination for the migration data stream, for example V(tcp://10.0.0.2). Without it, the
@@ -141,7 +149,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-action:
+operation:
   description: What the run did, or would do in check mode.
   returned: always
   type: str
@@ -154,30 +162,30 @@ reason:
   sample: domain web01 runs on the source
 flags:
   description: The libvirt migration flags used (lower case, without the C(VIR_MIGRATE_) prefix).
-  returned: when action is migrate
+  returned: when operation is migrate
   type: list
   elements: str
   sample: [live, peer2peer, abort_on_error, persist_dest, non_shared_disk]
 storage:
   description: The storage mode used.
-  returned: when action is migrate
+  returned: when operation is migrate
   type: str
   sample: copy_all
 timeout:
   description: The timeout in seconds that applied to the migration job.
-  returned: when action is migrate
+  returned: when operation is migrate
   type: int
   sample: 200
 disks:
   description: The domain's disks as read from its definition.
-  returned: when action is migrate
+  returned: when operation is migrate
   type: list
   elements: dict
   sample: [{target: vda, device: disk, type: file, source: /var/lib/libvirt/images/web01.qcow2, format: qcow2,
             cache: none, readonly: false, shareable: false, backing: []}]
 volumes:
   description: The destination volumes planned (path, format, capacity in bytes).
-  returned: when action is migrate
+  returned: when operation is migrate
   type: list
   elements: dict
   sample: [{path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, capacity: 67108864, backing_path: "",
@@ -232,6 +240,12 @@ summary:
       description: Memory transfer rate at the end, in bytes per second.
       type: int
   sample: {wall_time_s: 3.1, time_elapsed_ms: 1843, downtime_ms: 61, data_processed_bytes: 121634816, iterations: 3}
+source_disks_removed:
+  description: Source images deleted by O(source_cleanup) after the verified migration.
+  returned: when O(source_cleanup=true) and a migration ran
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/images/web01.qcow2]
 progress:
   description: Samples of the running job, taken every O(poll_interval) seconds (thinned out on long runs).
   returned: when a migration ran
@@ -274,6 +288,7 @@ def run_module(module):
         bandwidth=p["bandwidth"],
         timeout=p["timeout"],
         poll_interval=p["poll_interval"],
+        source_cleanup=p["source_cleanup"],
     )
     if request.bandwidth < 0 or request.timeout < 0 or request.poll_interval <= 0:
         module.fail_json(msg="bandwidth and timeout must be >= 0 and poll_interval > 0")
@@ -296,6 +311,7 @@ def main():
             "bandwidth": {"type": "int", "default": 0},
             "timeout": {"type": "int", "default": 0},
             "poll_interval": {"type": "float", "default": 0.5},
+            "source_cleanup": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )

@@ -1,0 +1,124 @@
+"""Real live migrations of the running test guest between two lab hosts, through the collection's playbook.
+
+Every assertion about where the guest runs, whether it rebooted and whether its disk writes survived is
+made with the hosts' own tools (virsh, qemu-img) via the lab, never with the collection's modules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import host_snapshot
+
+SRC, DST = "hv-a", "hv-b"
+
+
+def migrate_vars(vm, source, destination, **extra):
+    return {"live_migration_vm": vm, "live_migration_source": source, "live_migration_destination": destination,
+            **extra}
+
+
+def assert_runs_only_on(guest, host, other):
+    assert guest.state(host) == "running", f"{guest.name} should run on {host}"
+    assert guest.persistent(host), f"{guest.name} should be persistent on {host}"
+    assert guest.state(other) == "absent", f"{guest.name} should be undefined on {other}"
+
+
+def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
+    guest.start_and_wait(SRC, ticks=2)
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+
+    # Check mode first: predicts a change, changes nothing.
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST), check=True)
+    assert not run.failed, run.stdout[-3000:]
+    planned = run.task("Make tbvm run on")
+    assert planned["changed"] is True
+    assert planned["operation"] == "migrate"
+    assert [v["path"] for v in planned["volumes"]] == [guest.disk_path]
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+    assert guest.state(SRC) == "running"
+
+    # A → B, for real, removing the source image once B checks out (so that B → A finds the path free).
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True))
+    assert not run.failed, run.stdout[-3000:]
+    moved = run.task("Make tbvm run on")
+    assert moved["changed"] is True
+    assert moved["volumes_created"] == [guest.disk_path]
+    assert moved["summary"]["downtime_ms"] is not None
+    assert moved["summary"]["disk_processed_bytes"] > 0
+    assert moved["state"]["destination"]["state"] == "running"
+    assert moved["state"]["source"]["state"] == "absent"
+    assert moved["source_disks_removed"] == [guest.disk_path]
+    assert lab.exec(SRC, ["test", "-e", guest.disk_path], check=False).returncode != 0
+    assert_runs_only_on(guest, DST, SRC)
+    last_on_src = max(n for n, _b in guest.ticks(SRC))
+    guest.wait_ticks(DST, 2, after=last_on_src)
+    proof = guest.proof([SRC, DST])
+    assert proof["problems"] == [], proof
+    # Pre-created as a thin qcow2: far less allocated than its virtual size.
+    info = guest.image_info(DST)
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == guest.disk_mib * 1024 * 1024
+    assert info["actual-size"] < info["virtual-size"] / 4, info
+
+    # The same request again is a no-op.
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST))
+    assert not run.failed, run.stdout[-3000:]
+    again = run.task("Make tbvm run on")
+    assert again["changed"] is False and again["operation"] == "none"
+    assert run.changed == 0
+    assert "already runs on hv-b" in run.task("Report")["msg"]
+
+    # And back, B → A: the guest keeps ticking from where it was, with every record on disk.  The source
+    # image stays this time (the default).
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, DST, SRC))
+    assert not run.failed, run.stdout[-3000:]
+    back = run.task("Make tbvm run on")
+    assert back["changed"] is True and "source_disks_removed" not in back
+    assert lab.exec(DST, ["test", "-e", guest.disk_path], check=False).returncode == 0
+    assert_runs_only_on(guest, SRC, DST)
+    last_on_dst = max(n for n, _b in guest.ticks(DST))
+    guest.wait_ticks(SRC, 2, after=last_on_dst)
+    proof = guest.proof([SRC, DST])
+    assert proof["problems"] == [], proof
+    assert len(proof["boot_ids"]) == 1
+    assert proof["ticks_per_host"][DST][0] > 1, "the guest must have ticked on both hosts"
+
+
+def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_playbook):
+    guest.start_and_wait(SRC, ticks=2)
+    before_dst = host_snapshot(lab, DST)
+    # 1 MiB/s makes the copy take far longer than the test waits before aborting.
+    proc = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_bandwidth=1),
+                            background=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = lab.exec(SRC, ["virsh", "domjobinfo", guest.name], check=False).stdout
+        if "Unbounded" in info and "Data processed" in info:
+            break
+        assert proc.poll() is None, f"playbook ended before the job started: {proc.communicate()}"
+        time.sleep(0.3)
+    else:
+        pytest.fail("the migration job never showed up on the source")
+    time.sleep(2)
+    # While the job runs the destination holds the incoming domain and the pre-created volume.
+    assert guest.state(DST) != "absent"
+    lab.exec(SRC, ["virsh", "domjobabort", guest.name])
+    run = ansible.wait(proc)
+
+    assert run.failed
+    failed = run.task("Make tbvm run on")
+    assert failed["failed"] is True
+    assert "failed" in failed["msg"] and "keeps running on the source" in failed["msg"], failed["msg"]
+    # libvirt reports either "canceled by client" or, when the peer connection closes first, an EOF;
+    # both are passed through verbatim.
+    assert failed["guest_location"] == "source"
+    assert guest.disk_path in failed["removed_from_destination"]
+    # The guest still runs on the source, unharmed; nothing is left on the destination.
+    assert guest.state(SRC) == "running"
+    assert guest.state(DST) == "absent"
+    assert host_snapshot(lab, DST) == before_dst
+    last = max(n for n, _b in guest.ticks(SRC))
+    guest.wait_ticks(SRC, 2, after=last)
+    proof = guest.proof([SRC])
+    assert proof["problems"] == [], proof

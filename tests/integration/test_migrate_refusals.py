@@ -1,0 +1,100 @@
+"""Bad requests to kvm.migration.migrate: each fails with an error that names the problem, and neither
+host changes.  One running guest on hv-a serves every case."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import host_snapshot
+from kvmlab.guestops import LabGuest
+
+SRC, DST = "hv-a", "hv-b"
+NOOS_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><memballoon model='none'/></devices></domain>"""
+
+
+@pytest.fixture(scope="module")
+def running_guest(lab):
+    g = LabGuest(lab, name="refusevm")
+    g.remove_everywhere()
+    g.start_and_wait(SRC, ticks=1)
+    yield g
+    g.remove_everywhere()
+
+
+def migrate(ansible, name, dest_uri, **extra):
+    run = ansible.module(SRC, "kvm.migration.migrate", {"name": name, "dest_uri": dest_uri, **extra})
+    return run.task("probe")
+
+
+def assert_refused_without_change(lab, ansible, name, dest_uri, expected, **extra):
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+    result = migrate(ansible, name, dest_uri, **extra)
+    assert result.get("failed") is True, result
+    for part in expected:
+        assert part in result["msg"], result["msg"]
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+    return result
+
+
+def test_unknown_domain(lab, ansible, running_guest):
+    assert_refused_without_change(lab, ansible, "no-such-vm", f"qemu+ssh://{DST}/system",
+                                  ["Domain no-such-vm does not exist", "source", "destination"])
+
+
+def test_unreachable_destination(lab, ansible, running_guest):
+    result = assert_refused_without_change(lab, ansible, running_guest.name, "qemu+ssh://10.88.0.99/system",
+                                           ["Failed to connect to the destination qemu+ssh://10.88.0.99/system"])
+    assert "hint" in result
+    assert running_guest.state(SRC) == "running"
+
+
+def test_unresolvable_destination(lab, ansible, running_guest):
+    assert_refused_without_change(lab, ansible, running_guest.name, "qemu+ssh://no-such-host.invalid/system",
+                                  ["Failed to connect to the destination", "no-such-host.invalid"])
+
+
+def test_destination_is_the_source_host(lab, ansible, running_guest):
+    result = assert_refused_without_change(lab, ansible, running_guest.name, f"qemu+ssh://{SRC}/system",
+                                           ["is the same host as the source", "host UUID"])
+    assert result["host_uuid"]
+
+
+def test_name_already_defined_on_destination(lab, ansible, running_guest):
+    lab.exec(DST, ["sh", "-c", f"cat > /root/{running_guest.name}.xml"], input=NOOS_XML.format(name=running_guest.name))
+    lab.exec(DST, ["virsh", "-q", "define", f"/root/{running_guest.name}.xml"])
+    try:
+        assert_refused_without_change(lab, ansible, running_guest.name, f"qemu+ssh://{DST}/system",
+                                      [f"A domain named {running_guest.name} is already defined on the destination"])
+    finally:
+        lab.exec(DST, ["virsh", "-q", "undefine", running_guest.name])
+
+
+def test_disk_path_taken_on_destination(lab, ansible, running_guest):
+    lab.exec(DST, f"echo precious > {running_guest.disk_path}")
+    try:
+        result = assert_refused_without_change(lab, ansible, running_guest.name, f"qemu+ssh://{DST}/system",
+                                               ["already has files at", running_guest.disk_path,
+                                                "refusing to overwrite"])
+        assert result["conflicting_paths"] == [running_guest.disk_path]
+        assert lab.exec(DST, ["cat", running_guest.disk_path]).stdout == "precious\n"
+    finally:
+        lab.exec(DST, ["rm", "-f", running_guest.disk_path])
+
+
+def test_shut_off_domain_cannot_migrate_live(lab, ansible, running_guest):
+    off = LabGuest(lab, name="offvm")
+    off.remove_everywhere()
+    off.define(SRC, start=False)
+    try:
+        assert_refused_without_change(lab, ansible, off.name, f"qemu+ssh://{DST}/system",
+                                      ["Domain offvm is shutoff on the source", "live migration needs a running domain"])
+    finally:
+        off.remove_everywhere()
+
+
+def test_check_mode_of_a_bad_request_fails_too(lab, ansible, running_guest):
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+    run = ansible.module(SRC, "kvm.migration.migrate",
+                         {"name": running_guest.name, "dest_uri": f"qemu+ssh://{SRC}/system"}, check=True)
+    assert run.task("probe")["failed"] is True
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
