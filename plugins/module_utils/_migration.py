@@ -20,7 +20,14 @@ import threading
 import time
 
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, describe, state_name
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, KvmMigrationError, OperationFailed, libvirt, libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    InvalidRequest,
+    KvmMigrationError,
+    OperationFailed,
+    is_error,
+    libvirt,
+    libvirt_errors,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
 
 STORAGE_MODES = ("copy_all",)
@@ -404,13 +411,28 @@ class Migration:
     def _undefine_source(self, dom):
         if dom is None or dom.isActive() or not dom.isPersistent():
             return
-        flags = 0
-        for name in ("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
-                     "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM",
-                     "VIR_DOMAIN_UNDEFINE_KEEP_TPM"):
-            flags |= getattr(libvirt, name, 0)
-        with libvirt_errors("undefine %s on the source %s" % (self.request.name, self.source.uri)):
-            dom.undefineFlags(flags)
+        # Keep NVRAM and TPM state (never delete data); drop flags this libvirt does not know, most
+        # recent first.  A plain undefine refuses a domain with NVRAM, which is the safe outcome.
+        candidates = [
+            ("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+             "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM",
+             "VIR_DOMAIN_UNDEFINE_KEEP_TPM"),
+            ("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+             "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM"),
+            (),
+        ]
+        for names in candidates:
+            flags = 0
+            for name in names:
+                flags |= getattr(libvirt, name, 0)
+            try:
+                dom.undefineFlags(flags)
+                return
+            except Exception as exc:
+                if names and is_error(exc, "VIR_ERR_INVALID_ARG", "VIR_ERR_NO_SUPPORT"):
+                    continue
+                with libvirt_errors("undefine %s on the source %s" % (self.request.name, self.source.uri)):
+                    raise
 
     def _final_state(self, src, dst):
         return {

@@ -82,7 +82,7 @@ class Ansible:
             cmd.append("--diff")
         if background:
             return subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False)
         return self.parse(proc.returncode, proc.stdout, proc.stderr)
 
     @staticmethod

@@ -31,7 +31,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # Check mode first: predicts a change, changes nothing.
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST), check=True)
     assert not run.failed, run.stdout[-3000:]
-    planned = run.task("Make tbvm run on")
+    planned = run.task("Live-migrate the VM")
     assert planned["changed"] is True
     assert planned["operation"] == "migrate"
     assert [v["path"] for v in planned["volumes"]] == [guest.disk_path]
@@ -41,7 +41,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # A → B, for real, removing the source image once B checks out (so that B → A finds the path free).
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True))
     assert not run.failed, run.stdout[-3000:]
-    moved = run.task("Make tbvm run on")
+    moved = run.task("Live-migrate the VM")
     assert moved["changed"] is True
     assert moved["volumes_created"] == [guest.disk_path]
     assert moved["summary"]["downtime_ms"] is not None
@@ -64,7 +64,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # The same request again is a no-op.
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST))
     assert not run.failed, run.stdout[-3000:]
-    again = run.task("Make tbvm run on")
+    again = run.task("Live-migrate the VM")
     assert again["changed"] is False and again["operation"] == "none"
     assert run.changed == 0
     assert "already runs on hv-b" in run.task("Report")["msg"]
@@ -73,7 +73,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # image stays this time (the default).
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, DST, SRC))
     assert not run.failed, run.stdout[-3000:]
-    back = run.task("Make tbvm run on")
+    back = run.task("Live-migrate the VM")
     assert back["changed"] is True and "source_disks_removed" not in back
     assert lab.exec(DST, ["test", "-e", guest.disk_path], check=False).returncode == 0
     assert_runs_only_on(guest, SRC, DST)
@@ -107,7 +107,7 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     run = ansible.wait(proc)
 
     assert run.failed
-    failed = run.task("Make tbvm run on")
+    failed = run.task("Live-migrate the VM")
     assert failed["failed"] is True
     assert "failed" in failed["msg"] and "keeps running on the source" in failed["msg"], failed["msg"]
     # libvirt reports either "canceled by client" or, when the peer connection closes first, an EOF;

@@ -30,6 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     tpl.add_argument("--suite", default=DEFAULT_SUITE)
     tpl.add_argument("--profile", choices=PROFILES, default="ready")
     sub.add_parser("guest-build", help="build (or reuse) the test guest's kernel and initramfs")
+    gs = sub.add_parser("guest-start", help="define and start a test guest on a host, wait for its ticks")
+    gs.add_argument("host")
+    gs.add_argument("name")
+    gs.add_argument("--memory", type=int, default=192, help="MiB")
+    gs.add_argument("--dirty-mb", type=int, default=0)
+    gs.add_argument("--dirty-rate", type=int, default=0, help="MiB/s, 0 = flat out")
+    gp = sub.add_parser("guest-proof", help="check (JSON report) that a guest never rebooted and lost no disk write")
+    gp.add_argument("name")
+    gp.add_argument("hosts", nargs="+", help="every host the guest ran on")
+    gr = sub.add_parser("guest-remove", help="destroy and undefine a test guest on every host, delete its files")
+    gr.add_argument("name")
     args = parser.parse_args(argv)
 
     lab = Lab()
@@ -56,6 +67,20 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp(cmd[0], cmd)
         elif args.cmd == "template":
             print(lab.template(args.suite, args.profile))
+        elif args.cmd == "guest-start":
+            from .guestops import LabGuest
+            vm = LabGuest(lab, args.name, memory_mib=args.memory, dirty_mb=args.dirty_mb, dirty_rate=args.dirty_rate)
+            vm.start_and_wait(args.host, ticks=2)
+            print(f"{args.name} runs on {args.host}")
+        elif args.cmd == "guest-proof":
+            import json
+            from .guestops import LabGuest
+            report = LabGuest(lab, args.name).proof(args.hosts)
+            print(json.dumps(report, indent=2))
+            return 1 if report["problems"] else 0
+        elif args.cmd == "guest-remove":
+            from .guestops import LabGuest
+            LabGuest(lab, args.name).remove_everywhere()
         elif args.cmd == "guest-build":
             from . import guest
             art = guest.build(lab.cache)

@@ -151,7 +151,7 @@ def _elf_section(data: bytes, wanted: str) -> bytes | None:
         offset, size = struct.unpack_from("<QQ", data, base + 0x18)
         return name, offset, size
 
-    _, str_off, str_size = header(shstrndx)
+    _name, str_off, str_size = header(shstrndx)
     strtab = data[str_off:str_off + str_size]
     for i in range(shnum):
         name_off, offset, size = header(i)
@@ -332,7 +332,7 @@ def _build_into(out: Path, tmp: Path, pkg: str, busybox: Path, log: Log) -> str:
     if moddir is None:
         raise RuntimeError(f"guest build: no modules directory for {kernel_version}")
     modules = _resolve_modules(moddir, MODULE_ROOTS)
-    log(f"guest: kernel {kernel_version}, modules: {' '.join(n for n, _ in modules) or '-'}")
+    log(f"guest: kernel {kernel_version}, modules: {' '.join(n for n, _data in modules) or '-'}")
 
     # 2. workload
     tbguest = tmp / "tbguest"
@@ -356,7 +356,7 @@ def _build_into(out: Path, tmp: Path, pkg: str, busybox: Path, log: Log) -> str:
             os.symlink("busybox", root / "bin" / applet)
     for name, data in modules:
         (root / "lib/modules" / f"{name}.ko").write_bytes(data)
-    (root / "etc/tb-modules").write_text("".join(f"{name}\n" for name, _ in modules))
+    (root / "etc/tb-modules").write_text("".join(f"{name}\n" for name, _data in modules))
 
     # 4. find . | cpio -o -H newc | gzip -1
     names = []
@@ -552,12 +552,12 @@ def check_continuity(ticks: Sequence[tuple[int, str]], records: dict[int, str],
             problems.append(f"tick {n} repeated")
         else:
             problems.append(f"ticks went backwards: tick {pn} is followed by tick {n}")
-    boots = list(dict.fromkeys(b for _, b in ticks))
+    boots = list(dict.fromkeys(b for _n, b in ticks))
     if len(boots) > 1:
         problems.append(f"ticks come from {len(boots)} boots ({', '.join(boots)}): "
                         f"the guest rebooted")
 
-    no_record = [n for n, _ in ticks if n not in records]
+    no_record = [n for n, _b in ticks if n not in records]
     if no_record:
         problems.append(f"{len(no_record)} tick(s) without a disk record: {_ranges(no_record)}")
     wrong: dict[tuple[str, str], list[int]] = {}

@@ -164,7 +164,7 @@ class LabGuest:
             "last_tick": merged[-1][0] if merged else None,
             "boot_ids": sorted({b for bs in seen.values() for b in bs}),
             "records": len(records),
-            "ticks_per_host": {h: (min(n for n, _ in t), max(n for n, _ in t)) if t else None
+            "ticks_per_host": {h: (min(n for n, _b in t), max(n for n, _b in t)) if t else None
                                for h, t in per_host.items()},
             "problems": problems,
         }

@@ -62,10 +62,8 @@ def log(msg: str) -> None:
 
 def run(cmd, *, check=True, capture=False, input=None, timeout=None, env=None, quiet=False):
     """Run a command; on failure raise LabError with the command and its stderr."""
-    if not quiet:
-        pass
     proc = subprocess.run(
-        cmd, input=input, text=True, timeout=timeout, env=env,
+        cmd, input=input, text=True, timeout=timeout, env=env, check=False,
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL if quiet else None,
         stderr=subprocess.PIPE,
     )
@@ -197,7 +195,7 @@ class Lab:
             cmd = ["/bin/sh", "-c", cmd]
         proc = subprocess.run(
             ["nsenter", "-t", str(h.pid1), "-a", "--", *cmd],
-            input=input, text=True, capture_output=True, timeout=timeout,
+            input=input, text=True, capture_output=True, timeout=timeout, check=False,
             env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
         )
         if check and proc.returncode != 0:
@@ -288,7 +286,7 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
         zone_src = rootfs / "usr/lib/firewalld/zones/public.xml"
         zone = zone_src.read_text()
         ports = "".join(
-            f'  <port protocol="{p.split("/")[1]}" port="{p.split("/")[0]}"/>\n' for p in READY_PORTS
+            '  <port protocol="{1}" port="{0}"/>\n'.format(*p.split("/")) for p in READY_PORTS
         )
         zone = zone.replace("</zone>", ports + "</zone>")
         (rootfs / "etc/firewalld/zones").mkdir(parents=True, exist_ok=True)
@@ -415,7 +413,7 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
              "SocketPath="],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         (self.rundir / "apt-cacher-ng.pid").write_text(str(proc.pid))
-        for _ in range(50):
+        for _attempt in range(50):
             if _port_open(GATEWAY, PROXY_PORT):
                 return
             time.sleep(0.1)
@@ -449,7 +447,7 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
             "    ansible_user: root",
             "    ansible_python_interpreter: /usr/bin/python3",
             f"    ansible_ssh_private_key_file: {self.key_path}",
-            f"    ansible_ssh_common_args: >-",
+            "    ansible_ssh_common_args: >-",
             f"      -o UserKnownHostsFile={self.known_hosts_path} -o StrictHostKeyChecking=yes",
             f"      -o ControlPath={self.rundir}/cp-%C",
             "",
@@ -546,7 +544,7 @@ def _terminate(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(30):
+    for _attempt in range(30):
         if not _alive(pid):
             return
         time.sleep(0.1)
@@ -570,7 +568,7 @@ def _cgroup_pids(cg: Path) -> list[int]:
 
 def _kill_cgroup_tree(cg: Path) -> None:
     """SIGKILL whatever is still in the lab's cgroups (containers that ignored SIGTERM, orphans)."""
-    for _ in range(50):
+    for _attempt in range(50):
         pids = _cgroup_pids(cg)
         if not pids:
             return
@@ -588,7 +586,7 @@ def _remove_cgroup_tree(cg: Path) -> None:
         return
     dirs = sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
     for d in [*dirs, cg]:
-        for _ in range(20):
+        for _attempt in range(20):
             try:
                 d.rmdir()
                 break
@@ -600,7 +598,7 @@ def _remove_cgroup_tree(cg: Path) -> None:
 
 def _umount_below(path: Path) -> None:
     prefix = str(path.resolve()) + "/"
-    for _ in range(5):
+    for _attempt in range(5):
         targets = []
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             mountpoint = line.split()[4].replace("\\040", " ")

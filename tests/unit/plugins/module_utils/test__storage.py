@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
+
+
+@pytest.fixture
+def client(test_uri):
+    with LibvirtClient(test_uri) as c:
+        yield c
+
+
+def test_volume_xml_keeps_images_thin_and_names_the_backing_file():
+    xml = VolumeSpec("/img/a&b.qcow2", "qcow2", 1 << 30, "/img/base.qcow2", "qcow2").xml()
+    assert "<name>a&amp;b.qcow2</name>" in xml
+    assert "<capacity unit='bytes'>1073741824</capacity>" in xml
+    assert "<allocation unit='bytes'>0</allocation>" in xml
+    assert "<backingStore><path>/img/base.qcow2</path><format type='qcow2'/></backingStore>" in xml
+
+
+def test_create_in_an_existing_pool_then_roll_back(client, tmp_path):
+    stager = VolumeStager(client)
+    spec = VolumeSpec(str(tmp_path / "images" / "vm1.qcow2"), "qcow2", 64 << 20)
+    assert stager.existing(spec.path) is None
+    stager.create(spec)
+    assert stager.existing(spec.path) is not None
+    assert stager.check(spec) == []
+    assert stager.check(VolumeSpec(spec.path, "raw", 32 << 20)) == [
+        f"{spec.path} has format qcow2, expected raw",
+        f"{spec.path} has virtual size {64 << 20}, expected {32 << 20}",
+    ]
+    assert stager.rollback() == [spec.path]
+    assert stager.existing(spec.path) is None
+    stager.close()
+    # The persistent pool that held the directory is untouched.
+    assert client.lookup_pool("images").isActive()
+
+
+def test_directory_without_pool_gets_a_transient_pool_that_goes_away(client, tmp_path):
+    stager = VolumeStager(client)
+    spec = VolumeSpec(str(tmp_path / "elsewhere" / "disk.raw"), "raw", 1 << 20)
+    stager.create(spec)
+    pools = {p.name(): p for p in client.list_pools()}
+    transient = [n for n in pools if n.startswith("kvm-migration-")]
+    assert len(transient) == 1 and not pools[transient[0]].isPersistent()
+    stager.close()
+    assert not [p for p in client.list_pools() if p.name().startswith("kvm-migration-")]
+    assert stager.created == [spec.path]  # close() keeps what was made; only rollback() deletes
+
+
+def test_remove_reports_whether_something_was_deleted(client, tmp_path):
+    stager = VolumeStager(client)
+    spec = VolumeSpec(str(tmp_path / "images" / "gone.qcow2"), "qcow2", 1 << 20)
+    assert stager.remove(spec.path) is False
+    stager.create(spec)
+    assert stager.remove(spec.path) is True
+    assert stager.existing(spec.path) is None
+    stager.close()
+
+
+def test_an_inactive_pool_for_the_directory_is_a_clear_error(client, tmp_path):
+    client.lookup_pool("images").destroy()
+    stager = VolumeStager(client)
+    with pytest.raises(InvalidRequest, match="Storage pool images for .* is not active") as err:
+        stager.existing(str(tmp_path / "images" / "vm1.qcow2"))
+    assert "pool-start images" in err.value.hint
