@@ -19,7 +19,7 @@ INSTALLED := $(COLLECTIONS)/ansible_collections/kvm/migration
 ANSIBLE_BUNDLE := 12.3.0
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/kvm-migration-$(VERSION).tar.gz
-SOURCES := $(shell git ls-files -co --exclude-standard -- galaxy.yml meta plugins roles playbooks docs changelogs extensions README.md 2>/dev/null)
+SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard -- galaxy.yml meta plugins roles playbooks docs changelogs extensions README.md 2>/dev/null))
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(ROOT)/tests/ansible.cfg
@@ -111,7 +111,8 @@ GET_PIP_CACHE = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_P
 sanity: deps
 	@mkdir -p $(dir $(GET_PIP_CACHE)) && cp tests/tools/get_pip_offline.py $(GET_PIP_CACHE)
 	@rm -rf $(BUILD)/sanity && mkdir -p $(SANITY_TREE)
-	@git ls-files -co --exclude-standard | grep -v -e '^build/' -e '^\.venv/' | rsync -a --files-from=- . $(SANITY_TREE)/
+	@git ls-files -co --exclude-standard | grep -v -e '^build/' -e '^\.venv/' | while read -r f; do if [ -e "$$f" ]; then echo "$$f"; fi; done \
+		| rsync -a --files-from=- . $(SANITY_TREE)/
 	@cd $(SANITY_TREE) && git init -q && git add -A >/dev/null
 	cd $(SANITY_TREE) && $(VENV)/bin/ansible-test sanity --python 3.11 --color no $(SANITY_ARGS)
 

@@ -80,6 +80,7 @@ class DomainSpec:
     cpu_mode: str
     disks: list
     hostdevs: list
+    unmigratable_devices: list
 
     @classmethod
     def from_xml(cls, xml):
@@ -98,6 +99,7 @@ class DomainSpec:
             cpu_mode=(cpu.get("mode") or "custom") if cpu is not None else None,
             disks=[_parse_disk(d) for d in root.findall("devices/disk")],
             hostdevs=[_describe_hostdev(h) for h in root.findall("devices/hostdev")],
+            unmigratable_devices=_unmigratable_devices(root),
         )
 
     def disk(self, target):
@@ -169,6 +171,24 @@ def _describe_hostdev(node):
         "model": node.get("model"),
         "address": dict(address.attrib) if address is not None else {},
     }
+
+
+def _unmigratable_devices(root):
+    """Devices other than <hostdev> that keep a domain from migrating live."""
+    found = []
+    for iface in root.findall("devices/interface[@type='hostdev']"):
+        mac = iface.find("mac")
+        found.append("SR-IOV interface passthrough (%s)" % (mac.get("address") if mac is not None else "hostdev"))
+    for fs in root.findall("devices/filesystem"):
+        driver = fs.find("driver")
+        if driver is not None and driver.get("type") == "virtiofs":
+            target = fs.find("target")
+            found.append("virtiofs filesystem (%s)" % (target.get("dir") if target is not None else "?"))
+    for tpm in root.findall("devices/tpm"):
+        backend = tpm.find("backend")
+        if backend is not None and backend.get("type") == "passthrough":
+            found.append("TPM passthrough")
+    return found
 
 
 def state_name(domain):

@@ -8,7 +8,7 @@
 
 """The migration engine.
 
-assess (where is the guest now, is the request sane) -> plan (flags, parameters, destination
+preflight (where is the guest now; every check, read-only) -> plan (flags, parameters, destination
 volumes) -> stage the volumes -> migrate peer-to-peer while polling the job -> verify on the
 destination -> undefine the source -> report.  On any failure: find where the guest runs, and if
 that is the source, remove everything this run made on the destination."""
@@ -28,6 +28,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt,
     libvirt_errors,
 )
+from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight, PreflightFailed
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
 
 STORAGE_MODES = ("copy_all",)
@@ -66,17 +67,22 @@ class MigrationRequest:
     timeout: int = 0
     poll_interval: float = 0.5
     source_cleanup: bool = False
+    allow_unsafe: bool = False
+    memory_margin: int = 256
 
+    @classmethod
+    def from_params(cls, params):
+        """Build a request from module parameters (unknown keys ignored, None means the default)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in fields and v is not None})
 
-@dataclasses.dataclass
-class Assessment:
-    """Where the guest is now, and what this run has to do about it."""
-
-    action: str  # "none", "migrate" or "undefine_source"
-    reason: str
-    source_domain: object = None
-    dest_domain: object = None
-    spec: DomainSpec = None
+    def validate(self):
+        if self.bandwidth < 0 or self.timeout < 0 or self.memory_margin < 0 or self.poll_interval <= 0:
+            raise InvalidRequest("bandwidth, timeout and memory_margin must be >= 0 and poll_interval > 0 "
+                                 "(got %s, %s, %s, %s)" % (self.bandwidth, self.timeout, self.memory_margin,
+                                                           self.poll_interval))
+        if self.storage not in STORAGE_MODES:
+            raise InvalidRequest("Unsupported storage mode %r (supported: %s)" % (self.storage, ", ".join(STORAGE_MODES)))
 
 
 @dataclasses.dataclass
@@ -96,88 +102,30 @@ class Migration:
         self.stager = VolumeStager(dest)
         self.progress = []
 
-    # ------------------------------------------------------------------ assess
-    def assess(self):
-        req = self.request
-        if req.storage not in STORAGE_MODES:
-            raise InvalidRequest("Unsupported storage mode %r (supported: %s)" % (req.storage, ", ".join(STORAGE_MODES)))
-        src_uuid = self.source.host_uuid()
-        dst_uuid = self.dest.host_uuid()
-        if src_uuid == dst_uuid:
-            raise InvalidRequest(
-                "The destination %s is the same host as the source %s (libvirt host UUID %s)"
-                % (req.dest_uri, self.source.uri, src_uuid),
-                hint="point dest_uri at another hypervisor; cloned hosts need distinct host_uuid in libvirtd.conf",
-                details={"host_uuid": src_uuid},
-            )
-        src = self.source.lookup_domain(req.name)
-        dst = self.dest.lookup_domain(req.name)
-        src_active = bool(src is not None and src.isActive())
-        dst_active = bool(dst is not None and dst.isActive())
-        where = "source %s: %s, destination %s: %s" % (self.source.uri, state_name(src), req.dest_uri, state_name(dst))
-
-        if src_active and dst_active:
-            raise InvalidRequest(
-                "Domain %s is active on both hosts (%s); refusing to touch either" % (req.name, where),
-                hint="find out which copy is authoritative and stop the other one",
-            )
-        if dst_active:
-            stale = src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString()
-            if stale:
-                return Assessment("undefine_source", "the domain runs on the destination; its stale definition "
-                                  "remains on the source", src, dst)
-            return Assessment("none", "domain %s already runs on the destination" % req.name, src, dst)
-        if src is None and dst is None:
-            raise InvalidRequest("Domain %s does not exist on the source %s nor on the destination %s"
-                                 % (req.name, self.source.uri, req.dest_uri))
-        if src is None:
-            raise InvalidRequest(
-                "Domain %s is defined on the destination %s but not running, and is absent from the source %s"
-                % (req.name, req.dest_uri, self.source.uri),
-                hint="start it on the destination if that copy is the right one",
-            )
-        if not src_active:
-            raise InvalidRequest(
-                "Domain %s is %s on the source; a live migration needs a running domain" % (req.name, state_name(src)),
-                hint="start the domain first",
-            )
-        if dst is not None:
-            raise InvalidRequest(
-                "A domain named %s is already defined on the destination %s (state %s, UUID %s)"
-                % (req.name, req.dest_uri, state_name(dst), dst.UUIDString()),
-                hint="undefine or rename the destination's domain, or migrate to another host",
-            )
-        with libvirt_errors("read the definition of %s" % req.name):
-            spec = DomainSpec.from_xml(src.XMLDesc(0))
-        return Assessment("migrate", "domain %s runs on the source" % req.name, src, None, spec)
+    # ------------------------------------------------------------------ preflight
+    def preflight(self):
+        """Run every check (read-only).  Returns (report, located)."""
+        self.request.validate()
+        return Preflight(self.source, self.dest, self.request, stager=self.stager).run()
 
     # ------------------------------------------------------------------ plan
-    def plan(self, assessment):
+    def plan(self, located):
         req = self.request
-        dom = assessment.source_domain
-        spec = assessment.spec
+        dom = located.source_domain
         volumes = []
-        for disk in spec.disks:
+        for disk in located.spec.disks:
             if not disk.is_local_image:
                 continue
             with libvirt_errors("read the size of disk %s of %s" % (disk.target, req.name)):
                 capacity = dom.blockInfo(disk.target)[0]
             volumes.append((disk.target, VolumeSpec(path=disk.source, format=disk.format, capacity=capacity)))
-        conflicts = [v.path for _t, v in volumes if self.stager.existing(v.path) is not None]
-        if conflicts:
-            raise InvalidRequest(
-                "The destination %s already has files at %s; refusing to overwrite them"
-                % (req.dest_uri, ", ".join(conflicts)),
-                hint="if they are the images an earlier migration left behind, remove them on the destination; "
-                     "source_cleanup=true removes source images after a verified migration",
-                details={"conflicting_paths": conflicts},
-            )
-
         names = ["LIVE", "PEER2PEER", "ABORT_ON_ERROR"]
         if req.persistent:
             names.append("PERSIST_DEST")
         if volumes:
             names.append("NON_SHARED_DISK")
+        if req.allow_unsafe:
+            names.append("UNSAFE")
         flags = 0
         for n in names:
             flags |= getattr(libvirt, "VIR_MIGRATE_" + n)
@@ -192,7 +140,7 @@ class Migration:
             params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = req.disks_uri
         timeout = req.timeout
         if not timeout:
-            moved = spec.memory_kib * 1024 + sum(v.capacity for _t, v in volumes)
+            moved = located.spec.memory_kib * 1024 + sum(v.capacity for _t, v in volumes)
             timeout = max(MIN_DEFAULT_TIMEOUT, int(DEFAULT_SECONDS_PER_GIB * moved / GIB))
         return Plan(flags=flags, flag_names=[n.lower() for n in names], params=params,
                     volumes=[v for _t, v in volumes], timeout=timeout)
@@ -208,33 +156,39 @@ class Migration:
     def _execute(self, check_mode):
         req = self.request
         started = time.monotonic()
-        assessment = self.assess()
-        result = {"changed": False, "name": req.name, "operation": assessment.action, "reason": assessment.reason}
-        if assessment.action == "none":
-            result["state"] = self._final_state(assessment.source_domain, assessment.dest_domain)
+        report, located = self.preflight()
+        src, dst = located.source_domain, located.dest_domain
+        result = {"changed": False, "name": req.name, "preflight": report.as_dict()}
+        if report.nothing_to_do:
+            stale = src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString()
+            if stale:
+                result.update(changed=True, operation="undefine_source",
+                              reason="the domain runs on the destination; its stale definition remains on the source")
+                if not check_mode:
+                    self._undefine_source(src)
+                    src = None
+            else:
+                result.update(operation="none", reason="domain %s already runs on the destination" % req.name)
+            result["state"] = self._final_state(src, dst)
             return result
-        if assessment.action == "undefine_source":
-            result["changed"] = True
-            if not check_mode:
-                self._undefine_source(assessment.source_domain)
-                assessment.source_domain = None
-            result["state"] = self._final_state(assessment.source_domain, assessment.dest_domain)
-            return result
+        if report.verdict == "fail":
+            raise PreflightFailed(req.name, self.dest.uri, report)
 
-        plan = self.plan(assessment)
+        plan = self.plan(located)
         result.update({
             "changed": True,
+            "operation": "migrate",
+            "reason": "domain %s runs on the source" % req.name,
             "flags": plan.flag_names,
             "storage": req.storage,
             "timeout": plan.timeout,
             "volumes": [v.as_dict() for v in plan.volumes],
-            "disks": [d.as_dict() for d in assessment.spec.disks],
+            "disks": [d.as_dict() for d in located.spec.disks],
         })
         if check_mode:
-            result["state"] = self._final_state(assessment.source_domain, None)
+            result["state"] = self._final_state(src, None)
             return result
 
-        src = assessment.source_domain
         uuid = src.UUIDString()
         was_paused = state_name(src) == "paused"
         try:

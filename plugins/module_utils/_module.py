@@ -31,6 +31,16 @@ except ImportError:  # ansible-core without respawn support
 COMMON_ARGUMENT_SPEC = {
     "uri": {"type": "str", "default": "qemu:///system"},
 }
+# What to migrate and where; must match plugins/doc_fragments/migration.py.
+MIGRATION_ARGUMENT_SPEC = {
+    "name": {"type": "str", "required": True},
+    "dest_uri": {"type": "str", "required": True},
+    "storage": {"type": "str", "default": "copy_all", "choices": ["copy_all"]},
+    "migrate_uri": {"type": "str"},
+    "disks_uri": {"type": "str"},
+    "allow_unsafe": {"type": "bool", "default": False},
+    "memory_margin": {"type": "int", "default": 256},
+}
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python"]
 
 
@@ -56,11 +66,12 @@ class LibvirtModule:
     def diff_mode(self):
         return self.module._diff
 
-    def client(self, uri=None, role="host"):
-        """A LibvirtClient for `uri` (default: the uri option), closed when the module exits."""
+    def client(self, uri=None, role="host", connect=True):
+        """A LibvirtClient for `uri` (default: the uri option), closed when the module exits.  With
+        connect=False the caller opens it (preflight reports a failed connection instead of raising)."""
         client = LibvirtClient(uri or self.params["uri"], role=role)
         self._clients.append(client)
-        return client.open()
+        return client.open() if connect else client
 
     def _check_imports(self, needs_lxml):
         missing = LIBVIRT_IMPORT_ERROR is not None or (needs_lxml and LXML_IMPORT_ERROR is not None)

@@ -106,6 +106,13 @@ class VolumeStager:
         self._pools_by_dir[directory] = pool
         return pool
 
+    def available(self, directory):
+        """Free bytes in the pool that holds `directory` on this host."""
+        pool = self._pool_for_dir(directory, create=True)
+        with libvirt_errors("read the free space of %s on %s" % (directory, self.client.uri)):
+            pool.refresh(0)
+            return pool.info()[3]
+
     def existing(self, path):
         """The volume at `path` on this host, or None.  Looks through the pool that covers its directory."""
         pool = self._pool_for_dir(os.path.dirname(path), create=True)

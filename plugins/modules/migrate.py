@@ -22,21 +22,21 @@ description:
     defined) on the destination.
   - If the migration fails or is aborted, the guest keeps running on the source and the module removes what it
     made on the destination (the half-made domain and the volumes it created), then fails with the reason.
-  - Bad requests fail before anything changes, with a message that names the problem, for example an unknown
-    domain, an unreachable destination, a destination that is the source itself (same libvirt host UUID), a name
-    already defined on the destination, a shut-off domain, or files already present at the disk paths on the
-    destination.
+  - Before anything changes, the module runs the same checks as M(kvm.migration.preflight) - connection, host UUIDs,
+    the domain's state, its name on the destination, CPU, memory, machine type, devices, disk cache modes,
+    destination storage, and the migration data path - and refuses with the full report when any of them fails.
 author:
   - kvm.migration maintainers (@kvm-migration)
 extends_documentation_fragment:
   - kvm.migration.libvirt
+  - kvm.migration.migration
   - kvm.migration._attributes
   - kvm.migration._attributes.actiongroup_migration
 attributes:
   check_mode:
     support: full
     details:
-      - Check mode inspects both hosts, runs every validation and reports the planned flags and volumes, and changes
+      - Check mode runs the preflight on both hosts and reports it with the planned flags and volumes, and changes
         nothing.
   diff_mode:
     support: none
@@ -47,26 +47,6 @@ attributes:
       - When a stale, shut-off definition of the same domain (same UUID) remains on the source and
         O(undefine_source=true), a later run removes it and reports a change.
 options:
-  name:
-    description:
-      - Name of the domain.
-    type: str
-    required: true
-  dest_uri:
-    description:
-      - libvirt URI of the destination, as the source host reaches it, for example V(qemu+ssh://hv2/system) or
-        V(qemu+tcp://hv2/system).
-      - With qemu+ssh, root on the source host needs key-based SSH access to the destination and a known host key.
-    type: str
-    required: true
-  storage:
-    description:
-      - How the disks get to the destination.
-      - V(copy_all) copies every local writable disk (libvirt C(VIR_MIGRATE_NON_SHARED_DISK)) into volumes that the
-        module pre-creates on the destination at the same paths.
-    type: str
-    choices: [copy_all]
-    default: copy_all
   persistent:
     description:
       - Define the domain persistently on the destination.
@@ -86,16 +66,6 @@ options:
       - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
     type: bool
     default: false
-  migrate_uri:
-    description:
-      - Address of the destination for the migration data stream, for example V(tcp://10.0.0.2). Without it, the
-        destination offers its own hostname, which the source must be able to resolve.
-    type: str
-  disks_uri:
-    description:
-      - Address of the destination's NBD server for the disk copy, for example V(tcp://10.0.0.2). Needs libvirt
-        6.8 or later.
-    type: str
   bandwidth:
     description:
       - Bandwidth cap for the migration in MiB/s. V(0) means no cap.
@@ -149,6 +119,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+preflight:
+  description:
+    - The preflight report, see M(kvm.migration.preflight). When it has blockers, the module fails and the report is
+      in the failure result.
+  returned: always
+  type: dict
+  sample: {verdict: pass, nothing_to_do: false, blockers: [], warnings: [],
+           checks: [{name: cpu, status: pass, message: "the domain's CPU (EPYC) runs on the destination (identical)"}]}
 operation:
   description: What the run did, or would do in check mode.
   returned: always
@@ -267,54 +245,29 @@ state:
            destination: {state: running, active: true, persistent: true, uuid: 3f0c..., uri: "qemu+ssh://hv2/system"}}
 """
 
-from ansible_collections.kvm.migration.plugins.module_utils._migration import (
-    STORAGE_MODES,
-    Migration,
-    MigrationRequest,
-)
-from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._migration import Migration, MigrationRequest
+from ansible_collections.kvm.migration.plugins.module_utils._module import MIGRATION_ARGUMENT_SPEC, LibvirtModule
 
 
 def run_module(module):
-    p = module.params
-    request = MigrationRequest(
-        name=p["name"],
-        dest_uri=p["dest_uri"],
-        storage=p["storage"],
-        persistent=p["persistent"],
-        undefine_source=p["undefine_source"],
-        migrate_uri=p["migrate_uri"] or "",
-        disks_uri=p["disks_uri"] or "",
-        bandwidth=p["bandwidth"],
-        timeout=p["timeout"],
-        poll_interval=p["poll_interval"],
-        source_cleanup=p["source_cleanup"],
-    )
-    if request.bandwidth < 0 or request.timeout < 0 or request.poll_interval <= 0:
-        module.fail_json(msg="bandwidth and timeout must be >= 0 and poll_interval > 0")
+    request = MigrationRequest.from_params(module.params)
     source = module.client(role="source")
-    dest = module.client(p["dest_uri"], role="destination")
+    dest = module.client(request.dest_uri, role="destination", connect=False)
     result = Migration(source, dest, request).execute(check_mode=module.check_mode)
     module.exit_json(**result)
 
 
 def main():
-    module = LibvirtModule(
-        argument_spec={
-            "name": {"type": "str", "required": True},
-            "dest_uri": {"type": "str", "required": True},
-            "storage": {"type": "str", "default": "copy_all", "choices": list(STORAGE_MODES)},
-            "persistent": {"type": "bool", "default": True},
-            "undefine_source": {"type": "bool", "default": True},
-            "migrate_uri": {"type": "str"},
-            "disks_uri": {"type": "str"},
-            "bandwidth": {"type": "int", "default": 0},
-            "timeout": {"type": "int", "default": 0},
-            "poll_interval": {"type": "float", "default": 0.5},
-            "source_cleanup": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
+    argument_spec = dict(MIGRATION_ARGUMENT_SPEC)
+    argument_spec.update({
+        "persistent": {"type": "bool", "default": True},
+        "undefine_source": {"type": "bool", "default": True},
+        "source_cleanup": {"type": "bool", "default": False},
+        "bandwidth": {"type": "int", "default": 0},
+        "timeout": {"type": "int", "default": 0},
+        "poll_interval": {"type": "float", "default": 0.5},
+    })
+    module = LibvirtModule(argument_spec=argument_spec, supports_check_mode=True)
     module.run(run_module)
 
 

@@ -99,7 +99,7 @@ class Ansible:
         return self.parse(proc.returncode, out, err)
 
     def module(self, host: str, module: str, args: dict, check: bool = False, timeout: int = 900,
-               background: bool = False):
+               background: bool = False, diff: bool = False):
         """Run one module task on `host`; returns the PlaybookRun (result via .task('probe'))."""
         play = [{
             "name": "probe",
@@ -111,7 +111,7 @@ class Ansible:
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(play, f)
         try:
-            return self.playbook(path, check=check, timeout=timeout, background=background)
+            return self.playbook(path, check=check, diff=diff, timeout=timeout, background=background)
         finally:
             if not background:
                 os.unlink(path)

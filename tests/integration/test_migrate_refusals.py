@@ -27,13 +27,20 @@ def migrate(ansible, name, dest_uri, **extra):
 
 
 def assert_refused_without_change(lab, ansible, name, dest_uri, expected, **extra):
+    """The migration is refused by its preflight, the message names the problem, and neither host changed."""
     before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
     result = migrate(ansible, name, dest_uri, **extra)
     assert result.get("failed") is True, result
+    assert result["msg"].startswith("Preflight found 1 blocker for migrating"), result["msg"]
     for part in expected:
         assert part in result["msg"], result["msg"]
+    assert result["preflight"]["verdict"] == "fail"
     assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
     return result
+
+
+def check(result, name):
+    return next(c for c in result["preflight"]["checks"] if c["name"] == name)
 
 
 def test_unknown_domain(lab, ansible, running_guest):
@@ -56,7 +63,7 @@ def test_unresolvable_destination(lab, ansible, running_guest):
 def test_destination_is_the_source_host(lab, ansible, running_guest):
     result = assert_refused_without_change(lab, ansible, running_guest.name, f"qemu+ssh://{SRC}/system",
                                            ["is the same host as the source", "host UUID"])
-    assert result["host_uuid"]
+    assert check(result, "host_uuid")["details"]["host_uuid"]
 
 
 def test_name_already_defined_on_destination(lab, ansible, running_guest):
@@ -75,7 +82,7 @@ def test_disk_path_taken_on_destination(lab, ansible, running_guest):
         result = assert_refused_without_change(lab, ansible, running_guest.name, f"qemu+ssh://{DST}/system",
                                                ["already has files at", running_guest.disk_path,
                                                 "refusing to overwrite"])
-        assert result["conflicting_paths"] == [running_guest.disk_path]
+        assert check(result, "storage")["details"]["conflicting_paths"] == [running_guest.disk_path]
         assert lab.exec(DST, ["cat", running_guest.disk_path]).stdout == "precious\n"
     finally:
         lab.exec(DST, ["rm", "-f", running_guest.disk_path])

@@ -33,7 +33,8 @@ class LabGuest:
     """One test guest (a busybox Linux that ticks, writes a disk record per tick and dirties RAM)."""
 
     def __init__(self, lab: Lab, name: str = "tbvm", memory_mib: int = 192, disk_mib: int = 64,
-                 dirty_mb: int = 0, dirty_rate: int = 0, disk_cache: str = "none", disk_dir: str = IMAGES):
+                 dirty_mb: int = 0, dirty_rate: int = 0, disk_cache: str = "none", disk_dir: str = IMAGES,
+                 prefill_mib: int = 0):
         self.lab = lab
         self.name = name
         self.memory_mib = memory_mib
@@ -41,6 +42,9 @@ class LabGuest:
         self.dirty_mb = dirty_mb
         self.dirty_rate = dirty_rate
         self.disk_cache = disk_cache
+        # MiB of pattern data written at 8 MiB into the image before boot (away from the tick records at
+        # 1 MiB), so that the image really allocates that much.
+        self.prefill_mib = prefill_mib
         self.disk_path = f"{disk_dir}/{name}.qcow2"
         self.console_path = f"/var/log/libvirt/qemu/{name}-console.log"
         self.ctl_path = f"/var/lib/libvirt/qemu/{name}.ctl"
@@ -57,6 +61,9 @@ class LabGuest:
         self.lab.exec(host, f"mkdir -p {shlex.quote(self.disk_path.rsplit('/', 1)[0])} && "
                             f"qemu-img create -q -f qcow2 {shlex.quote(self.disk_path)} {self.disk_mib}M && "
                             f"rm -f {self.console_path} && virsh -q define {xml_file}")
+        if self.prefill_mib:
+            self.lab.exec(host, ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 8M {self.prefill_mib}M",
+                                 self.disk_path])
         if start:
             self.lab.exec(host, ["virsh", "-q", "start", self.name])
 

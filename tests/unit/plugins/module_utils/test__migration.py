@@ -1,17 +1,23 @@
 """The migration engine's decisions, against libvirt's test driver.
 
 The test driver has no host UUID, so each client's host_uuid() is patched: that is the one thing
-two test-driver "hosts" in one process cannot have.  Real migrations are in tests/integration."""
+two test-driver "hosts" in one process cannot have.  The test driver also lacks the CPU comparison
+and job APIs, so checks that need them are exercised on real hosts in tests/integration."""
 
 from __future__ import annotations
 
 import pytest
+from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
 from ansible_collections.kvm.migration.plugins.module_utils._migration import (
     Migration,
     MigrationRequest,
     summarize,
 )
+from ansible_collections.kvm.migration.plugins.module_utils._preflight import Located
+
+TEST_DOMAIN = ("<domain type='test'><name>vm1</name><memory>1024</memory>"
+               "<os><type>hvm</type></os></domain>")
 
 
 @pytest.fixture
@@ -19,7 +25,7 @@ def hosts(test_uri, tmp_path, monkeypatch):
     dest_node = tmp_path / "dest.xml"
     dest_node.write_text("<node/>")
     source = LibvirtClient(test_uri, role="source").open()
-    dest = LibvirtClient(f"test://{dest_node}", role="destination").open()
+    dest = LibvirtClient(f"test://{dest_node}", role="destination")
     monkeypatch.setattr(source, "host_uuid", lambda: "aaaaaaaa-0000-4000-8000-000000000001")
     monkeypatch.setattr(dest, "host_uuid", lambda: "aaaaaaaa-0000-4000-8000-000000000002")
     yield source, dest
@@ -32,68 +38,109 @@ def migration(hosts, **kw):
     return Migration(source, dest, MigrationRequest(name=kw.pop("name", "vm1"), dest_uri=dest.uri, **kw))
 
 
-def test_a_running_domain_is_planned_for_migration(hosts, tmp_path):
-    m = migration(hosts, bandwidth=100)
-    a = m.assess()
-    assert a.action == "migrate"
-    plan = m.plan(a)
+def checks(hosts, **kw):
+    m = migration(hosts, **kw)
+    try:
+        report, _located = m.preflight()
+    finally:
+        m.stager.close()
+    return {c.name: c for c in report.checks}, report
+
+
+def test_plan_copies_only_writable_local_disks_with_their_exact_size(hosts, tmp_path):
+    source, _dest = hosts
+    dom = source.lookup_domain("vm1")
+    located = Located(source_domain=dom, spec=DomainSpec.from_xml(dom.XMLDesc(0)))
+    plan = migration(hosts, bandwidth=100).plan(located)
     assert plan.flag_names == ["live", "peer2peer", "abort_on_error", "persist_dest", "non_shared_disk"]
-    # Only the writable local disk is copied, with its exact virtual size; the read-only ISO is not.
+    # The read-only ISO stays where it is.
     assert [(v.path, v.format) for v in plan.volumes] == [(str(tmp_path / "images" / "vm1.qcow2"), "qcow2")]
+    assert plan.volumes[0].capacity == dom.blockInfo("vda")[0]
     assert plan.params["migrate_disks"] == ["vda"]
     assert plan.params["bandwidth"] == 100
-    # 800 s per GiB of RAM (256 MiB) plus the disk's virtual size (the test driver reports 1 TiB).
+    # 800 s per GiB of RAM (256 MiB) plus the disk's virtual size.
     assert plan.timeout == int(800 * (256 * 2 ** 20 + plan.volumes[0].capacity) / 2 ** 30)
+    unsafe = migration(hosts, allow_unsafe=True, persistent=False).plan(located)
+    assert unsafe.flag_names == ["live", "peer2peer", "abort_on_error", "non_shared_disk", "unsafe"]
 
 
-def test_check_mode_plans_and_changes_nothing(hosts):
-    source, dest = hosts
-    result = migration(hosts).execute(check_mode=True)
-    assert result["changed"] is True and result["operation"] == "migrate"
-    assert result["state"]["source"]["state"] == "running"
-    assert result["state"]["destination"]["state"] == "absent"
-    assert [p.name() for p in dest.list_pools()] == []  # the transient pool is gone again
-    assert dest.lookup_domain("vm1") is None
-
-
-def test_same_host_uuid_is_refused(hosts, monkeypatch):
+def test_same_host_uuid_is_a_blocker(hosts, monkeypatch):
     source, dest = hosts
     monkeypatch.setattr(dest, "host_uuid", source.host_uuid)
-    with pytest.raises(InvalidRequest, match="is the same host as the source"):
-        migration(hosts).assess()
+    found, report = checks(hosts)
+    assert found["host_uuid"].status == "fail"
+    assert "is the same host as the source" in found["host_uuid"].message
+    assert "host_uuid" in report.as_dict()["blockers"]
 
 
-def test_unknown_domain_is_refused(hosts):
-    with pytest.raises(InvalidRequest, match="Domain nope does not exist on the source .* nor on the destination"):
-        migration(hosts, name="nope").assess()
+def test_unknown_domain_stops_the_domain_checks(hosts):
+    found, report = checks(hosts, name="nope")
+    assert found["domain"].status == "fail"
+    assert "Domain nope does not exist on the source" in found["domain"].message
+    assert {found[n].status for n in ("name", "cpu", "memory", "storage", "network")} == {"skip"}
+    assert report.verdict == "fail"
 
 
-def test_unsupported_storage_mode_is_refused(hosts):
-    with pytest.raises(InvalidRequest, match="Unsupported storage mode 'magic'"):
-        migration(hosts, storage="magic").assess()
-
-
-def test_shut_off_domain_is_refused(hosts):
+def test_shut_off_domain_is_a_blocker(hosts):
     source, _dest = hosts
     source.lookup_domain("vm1").destroy()
-    with pytest.raises(InvalidRequest, match="vm1 is shutoff on the source; a live migration needs a running domain"):
-        migration(hosts).assess()
+    found, _report = checks(hosts)
+    assert found["domain"].message == "Domain vm1 is shutoff on the source; a live migration needs a running domain"
 
 
-def test_name_taken_on_destination_is_refused(hosts):
+def test_name_taken_on_destination_is_a_blocker(hosts):
     _source, dest = hosts
-    dest.conn.defineXML("<domain type='test'><name>vm1</name><memory>1024</memory>"
-                        "<os><type>hvm</type></os></domain>")
-    with pytest.raises(InvalidRequest, match="A domain named vm1 is already defined on the destination"):
-        migration(hosts).assess()
+    dest.open().conn.defineXML(TEST_DOMAIN)
+    found, _report = checks(hosts)
+    assert found["name"].status == "fail"
+    assert "A domain named vm1 is already defined on the destination" in found["name"].message
 
 
-def test_domain_running_on_both_hosts_is_refused(hosts):
+def test_domain_active_on_both_hosts_is_a_blocker(hosts):
     _source, dest = hosts
-    dest.conn.createXML("<domain type='test'><name>vm1</name><memory>1024</memory>"
-                        "<os><type>hvm</type></os></domain>", 0)
-    with pytest.raises(InvalidRequest, match="active on both hosts"):
-        migration(hosts).assess()
+    dest.open().conn.createXML(TEST_DOMAIN, 0)
+    found, _report = checks(hosts)
+    assert "active on both hosts" in found["domain"].message
+
+
+def test_unreachable_destination_is_reported_not_raised(hosts, tmp_path):
+    source, _dest = hosts
+    m = Migration(source, LibvirtClient(f"test://{tmp_path}/missing.xml", role="destination"),
+                  MigrationRequest(name="vm1", dest_uri="x"))
+    report, _located = m.preflight()
+    assert report.checks[0].name == "connection" and report.checks[0].status == "fail"
+    assert report.checks[0].message.startswith("Failed to connect to the destination")
+    assert {c.status for c in report.checks[1:]} == {"skip"}
+
+
+def test_unsafe_cache_is_a_blocker_unless_allowed(hosts, tmp_path):
+    source, _dest = hosts
+    source.conn.createXML(
+        "<domain type='test'><name>wb</name><memory>1024</memory><os><type>hvm</type></os><devices>"
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='writeback'/>"
+        "<source file='%s/images/wb.qcow2'/><target dev='vda'/></disk>"
+        "<disk type='file' device='cdrom'><source file='/isos/a.iso'/><target dev='sda'/><readonly/></disk>"
+        "</devices></domain>" % tmp_path, 0)
+    found, _report = checks(hosts, name="wb")
+    assert found["cache"].status == "fail"
+    assert found["cache"].message == "disk cache mode is unsafe for live migration: vda (cache=writeback)"
+    assert "cache='none'" in found["cache"].hint
+    found, _report = checks(hosts, name="wb", allow_unsafe=True)
+    assert found["cache"].status == "warn"
+    # The fixture's vm1 uses cache=none; its read-only CD-ROM does not count.
+    found, _report = checks(hosts)
+    assert found["cache"].status == "pass"
+
+
+def test_files_at_the_disk_path_on_destination_are_a_blocker(hosts, tmp_path):
+    _source, dest = hosts
+    dest.open().conn.storagePoolCreateXML(
+        "<pool type='dir'><name>d</name><target><path>%s</path></target></pool>" % (tmp_path / "images"), 0
+    ).createXML("<volume><name>vm1.qcow2</name><capacity>1</capacity></volume>", 0)
+    found, _report = checks(hosts)
+    assert found["storage"].status == "fail"
+    assert "already has files at" in found["storage"].message and "refusing to overwrite" in found["storage"].message
+    assert found["storage"].details["conflicting_paths"] == [str(tmp_path / "images" / "vm1.qcow2")]
 
 
 def test_already_on_destination_is_a_no_op(hosts):
@@ -101,10 +148,11 @@ def test_already_on_destination_is_a_no_op(hosts):
     xml = source.lookup_domain("vm1").XMLDesc(0)
     source.lookup_domain("vm1").destroy()
     source.lookup_domain("vm1").undefine()
-    dest.conn.defineXML(xml)
+    dest.open().conn.defineXML(xml)
     dest.lookup_domain("vm1").create()
     result = migration(hosts).execute()
     assert (result["changed"], result["operation"]) == (False, "none")
+    assert result["preflight"]["nothing_to_do"] is True
     assert result["state"]["destination"]["state"] == "running"
 
 
@@ -112,7 +160,7 @@ def test_stale_source_definition_is_removed_when_the_domain_runs_on_destination(
     source, dest = hosts
     xml = source.lookup_domain("vm1").XMLDesc(0)
     source.lookup_domain("vm1").destroy()
-    dest.conn.defineXML(xml)
+    dest.open().conn.defineXML(xml)
     dest.lookup_domain("vm1").create()
     assert migration(hosts).execute(check_mode=True)["changed"] is True
     assert source.lookup_domain("vm1") is not None
@@ -122,15 +170,16 @@ def test_stale_source_definition_is_removed_when_the_domain_runs_on_destination(
     assert migration(hosts).execute()["changed"] is False
 
 
-def test_files_at_the_disk_path_on_destination_are_never_overwritten(hosts, tmp_path):
-    _source, dest = hosts
-    dest.conn.storagePoolCreateXML(
-        "<pool type='dir'><name>d</name><target><path>%s</path></target></pool>" % (tmp_path / "images"), 0
-    ).createXML("<volume><name>vm1.qcow2</name><capacity>1</capacity></volume>", 0)
-    m = migration(hosts)
-    with pytest.raises(InvalidRequest, match="already has files at .*vm1.qcow2; refusing to overwrite") as err:
-        m.plan(m.assess())
-    assert err.value.details["conflicting_paths"] == [str(tmp_path / "images" / "vm1.qcow2")]
+@pytest.mark.parametrize("field, value", [("bandwidth", -1), ("timeout", -5), ("memory_margin", -1),
+                                          ("poll_interval", 0), ("storage", "magic")])
+def test_invalid_numbers_and_modes_are_refused(hosts, field, value):
+    with pytest.raises(InvalidRequest):
+        migration(hosts, **{field: value}).preflight()
+
+
+def test_request_from_module_params_ignores_unknown_keys_and_none():
+    req = MigrationRequest.from_params({"name": "a", "dest_uri": "u", "migrate_uri": None, "uri": "x", "bandwidth": 5})
+    assert (req.name, req.dest_uri, req.migrate_uri, req.bandwidth) == ("a", "u", "", 5)
 
 
 def test_summary_picks_the_operator_figures():

@@ -1,0 +1,451 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY.
+# This file is private to kvm.migration and may change in any release without notice.
+
+"""Preflight: every check a migration needs, run before anything changes, reported all at once.
+
+Each check has a status (pass, warn, fail, skip), a message, and a hint on how to fix it.  The
+verdict is "fail" when any check fails.  Nothing here changes either host (the only thing it may
+create is a transient storage pool that is gone again when the run ends)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import ipaddress
+import os
+import socket
+from urllib.parse import urlparse
+
+from ansible_collections.kvm.migration.plugins.module_utils import _cpu
+from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_name
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    ConnectionFailed,
+    InvalidRequest,
+    KvmMigrationError,
+    libvirt_errors,
+)
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+SAFE_CACHE_MODES = ("none", "directsync")
+# qemu.conf migration_port_min: the first port carries RAM, the next one the NBD disk copy.
+MIGRATION_PORTS = (49152, 49153)
+PORT_TIMEOUT = 2.0
+MIB = 1024 * 1024
+CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "cache",
+               "storage", "network")
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    status: str
+    message: str
+    hint: str = ""
+    details: dict = dataclasses.field(default_factory=dict)
+
+    def as_dict(self):
+        data = {"name": self.name, "status": self.status, "message": self.message}
+        if self.hint:
+            data["hint"] = self.hint
+        if self.details:
+            data["details"] = self.details
+        return data
+
+
+class Report:
+    def __init__(self):
+        self.checks = []
+        self.hosts = {}
+        self.nothing_to_do = False
+
+    def add(self, name, status, message, hint="", **details):
+        self.checks.append(Check(name, status, message, hint, details))
+
+    def has(self, name):
+        return any(c.name == name for c in self.checks)
+
+    def skip_rest(self, reason):
+        for name in CHECK_ORDER:
+            if not self.has(name):
+                self.add(name, SKIP, reason)
+
+    @property
+    def blockers(self):
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def verdict(self):
+        return FAIL if self.blockers else PASS
+
+    def summary(self):
+        return "; ".join("%s: %s" % (c.name, c.message) for c in self.blockers)
+
+    def as_dict(self):
+        order = {n: i for i, n in enumerate(CHECK_ORDER)}
+        return {
+            "verdict": self.verdict,
+            "nothing_to_do": self.nothing_to_do,
+            "blockers": [c.name for c in self.blockers],
+            "warnings": [c.name for c in self.checks if c.status == WARN],
+            "checks": [c.as_dict() for c in sorted(self.checks, key=lambda c: order.get(c.name, 99))],
+            "hosts": self.hosts,
+        }
+
+
+class PreflightFailed(InvalidRequest):
+    """At least one preflight check failed; details['preflight'] holds the whole report."""
+
+    def __init__(self, name, dest_uri, report):
+        blockers = report.blockers
+        super().__init__(
+            "Preflight found %d blocker%s for migrating %s to %s: %s"
+            % (len(blockers), "" if len(blockers) == 1 else "s", name, dest_uri, report.summary()),
+            details={"preflight": report.as_dict()},
+            hint=" / ".join(c.hint for c in blockers if c.hint) or None,
+        )
+
+
+@dataclasses.dataclass
+class Located:
+    """Where the domain is, as preflight found it."""
+
+    source_domain: object = None
+    dest_domain: object = None
+    spec: DomainSpec = None
+
+
+class Preflight:
+    def __init__(self, source, dest, request, stager=None):
+        self.source = source
+        self.dest = dest
+        self.request = request
+        self.stager = stager
+        self.report = Report()
+        self.located = Located()
+
+    def run(self):
+        """Run every check; returns (report, located)."""
+        r = self.report
+        if not self._connection():
+            r.skip_rest("needs a connection to the destination")
+            return r, self.located
+        if not self._host_uuid():
+            # The same host, or a clone: what the domain checks would find is meaningless until that is fixed.
+            r.skip_rest("the destination reports the source's host UUID")
+            return r, self.located
+        if not self._domain():
+            r.skip_rest("needs the domain running on the source")
+            return r, self.located
+        if r.nothing_to_do:
+            r.skip_rest("the domain already runs on the destination")
+            return r, self.located
+        for check in (self._name, self._cpu, self._memory, self._machine, self._devices, self._cache,
+                      self._storage, self._network):
+            try:
+                check()
+            except KvmMigrationError as exc:
+                # A check that cannot run is a blocker too, with the reason it could not run.
+                name = check.__name__.lstrip("_")
+                r.add(name, FAIL, "could not be checked: %s" % exc.msg, exc.hint or "")
+        return r, self.located
+
+    # ------------------------------------------------------------------ checks
+    def _connection(self):
+        r = self.report
+        r.hosts["source"] = dict(self.source.versions(), uri=self.source.uri, hostname=self.source.hostname())
+        try:
+            self.dest.open()
+        except ConnectionFailed as exc:
+            r.add("connection", FAIL, exc.msg, exc.hint or "", **exc.details)
+            return False
+        r.hosts["destination"] = dict(self.dest.versions(), uri=self.dest.uri, hostname=self.dest.hostname())
+        src, dst = r.hosts["source"], r.hosts["destination"]
+        r.add("connection", PASS,
+              "connected to %s over %s: libvirt %s, QEMU %s (source: libvirt %s, QEMU %s)"
+              % (self.dest.uri, urlparse(self.dest.uri).scheme, dst["libvirt"], dst["hypervisor"],
+                 src["libvirt"], src["hypervisor"]))
+        return True
+
+    def _host_uuid(self):
+        src, dst = self.source.host_uuid(), self.dest.host_uuid()
+        self.report.hosts["source"]["host_uuid"] = src
+        self.report.hosts["destination"]["host_uuid"] = dst
+        if src == dst:
+            self.report.add(
+                "host_uuid", FAIL,
+                "The destination %s is the same host as the source %s (libvirt host UUID %s)"
+                % (self.dest.uri, self.source.uri, src),
+                "point dest_uri at another hypervisor; cloned hosts need a distinct host_uuid in libvirtd.conf",
+                host_uuid=src,
+            )
+            return False
+        self.report.add("host_uuid", PASS, "host UUIDs differ (%s, %s)" % (src, dst))
+        return True
+
+    def _domain(self):
+        req, r = self.request, self.report
+        src = self.source.lookup_domain(req.name)
+        dst = self.dest.lookup_domain(req.name)
+        self.located.source_domain, self.located.dest_domain = src, dst
+        src_active = bool(src is not None and src.isActive())
+        dst_active = bool(dst is not None and dst.isActive())
+        if src_active and dst_active:
+            r.add("domain", FAIL, "Domain %s is active on both hosts; refusing to touch either" % req.name,
+                  "find out which copy is authoritative and stop the other one")
+            return False
+        if dst_active:
+            r.nothing_to_do = True
+            r.add("domain", PASS, "domain %s already runs on the destination (%s)" % (req.name, state_name(dst)))
+            return True
+        if src is None and dst is None:
+            r.add("domain", FAIL, "Domain %s does not exist on the source %s nor on the destination %s"
+                  % (req.name, self.source.uri, self.dest.uri), "check the name and the hosts")
+            return False
+        if src is None:
+            r.add("domain", FAIL, "Domain %s is defined on the destination %s but not running, and is absent from "
+                  "the source %s" % (req.name, self.dest.uri, self.source.uri),
+                  "start it on the destination if that copy is the right one")
+            return False
+        if not src_active:
+            r.add("domain", FAIL, "Domain %s is %s on the source; a live migration needs a running domain"
+                  % (req.name, state_name(src)), "start the domain first")
+            return False
+        with libvirt_errors("read the definition of %s" % req.name):
+            self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
+        r.add("domain", PASS, "domain %s is %s on the source" % (req.name, state_name(src)))
+        return True
+
+    def _name(self):
+        dst = self.located.dest_domain
+        if dst is not None:
+            self.report.add(
+                "name", FAIL,
+                "A domain named %s is already defined on the destination %s (state %s, UUID %s)"
+                % (self.request.name, self.dest.uri, state_name(dst), dst.UUIDString()),
+                "undefine or rename the destination's domain, or migrate to another host",
+            )
+        else:
+            self.report.add("name", PASS, "no domain named %s on the destination" % self.request.name)
+
+    def _cpu(self):
+        spec = self.located.spec
+        with libvirt_errors("read the live definition of %s" % spec.name):
+            cpu_xml = _cpu.domain_cpu_xml(self.located.source_domain.XMLDesc(0))
+        virttype = "kvm" if spec.domain_type == "kvm" else "qemu"
+        if cpu_xml is None:
+            self.report.add("cpu", PASS, "the domain uses the hypervisor's default CPU model")
+            return
+        mode = _cpu.describe_cpu(cpu_xml)["mode"]
+        if mode == "host-passthrough":
+            src_cpu = _cpu.host_model_cpu(self.source, spec.arch, virttype)
+            verdict = _cpu.compare_on_hypervisor(self.dest, src_cpu, spec.arch, virttype)
+            status = PASS if verdict in ("identical", "superset") else WARN
+            self.report.add("cpu", status, "host-passthrough CPU: the source's host CPU is %s on the destination"
+                            % verdict, "" if status == PASS else "use a named CPU model (cpu_baseline) to migrate "
+                            "between different hosts", verdict=verdict)
+            return
+        if mode in ("host-model", "maximum") and describe_cpu_model(cpu_xml) is None:
+            cpu_xml = _cpu.host_model_cpu(self.source, spec.arch, virttype)
+        verdict = _cpu.compare_on_hypervisor(self.dest, cpu_xml, spec.arch, virttype)
+        model = _cpu.describe_cpu(cpu_xml)["model"]
+        if verdict in ("identical", "superset"):
+            self.report.add("cpu", PASS, "the domain's CPU (%s) runs on the destination (%s)" % (model, verdict),
+                            verdict=verdict)
+            return
+        # libvirt can call a CPU incompatible with a hypervisor that runs it anyway (QEMU TCG does not
+        # emulate every feature of a host-model CPU).  If the source, where the domain does run, gets the
+        # same answer, the comparison tells nothing about the destination.
+        source_verdict = _cpu.compare_on_hypervisor(self.source, cpu_xml, spec.arch, virttype)
+        if source_verdict == verdict:
+            self.report.add("cpu", WARN, "libvirt calls the domain's CPU (%s) %s with both hypervisors, though it "
+                            "runs on the source; the destination is taken to run it as well" % (model, verdict),
+                            "compare the hosts' CPUs with kvm.migration.cpu_baseline", verdict=verdict,
+                            source_verdict=source_verdict)
+        else:
+            self.report.add("cpu", FAIL, "the domain's CPU (%s) is %s with the destination's hypervisor"
+                            % (model, verdict),
+                            "compute a common CPU with kvm.migration.cpu_baseline, apply it to the domain and "
+                            "restart it", verdict=verdict, source_verdict=source_verdict)
+
+    def _memory(self):
+        need = self.located.spec.memory_kib * 1024
+        margin = self.request.memory_margin * MIB
+        free = self.dest.free_memory()
+        details = {"domain_bytes": need, "margin_bytes": margin, "free_bytes": free}
+        if free >= need + margin:
+            self.report.add("memory", PASS, "%d MiB free on the destination for %d MiB (+%d MiB margin)"
+                            % (free // MIB, need // MIB, margin // MIB), **details)
+        else:
+            self.report.add("memory", FAIL, "only %d MiB free on the destination; the domain needs %d MiB plus a "
+                            "%d MiB margin" % (free // MIB, need // MIB, margin // MIB),
+                            "free memory on the destination or pick another host", **details)
+
+    def _machine(self):
+        spec = self.located.spec
+        machines = set()
+        for guest in self.dest.capabilities().findall("guest"):
+            arch = guest.find("arch")
+            if arch is None or arch.get("name") != spec.arch:
+                continue
+            for m in arch.iter("machine"):
+                machines.add(m.text)
+                if m.get("canonical"):
+                    machines.add(m.get("canonical"))
+        if not spec.machine or spec.machine in machines:
+            self.report.add("machine", PASS, "machine type %s is supported on the destination" % spec.machine)
+        else:
+            self.report.add("machine", FAIL, "machine type %s (%s) is not supported by the destination's QEMU"
+                            % (spec.machine, spec.arch),
+                            "upgrade QEMU on the destination; migration to an older QEMU is not supported",
+                            supported=sorted(m for m in machines if m))
+
+    def _devices(self):
+        blockers = []
+        for dev in self.located.spec.hostdevs:
+            blockers.append("host device passthrough (%s %s)" % (dev["type"], dev["address"] or dev["model"] or ""))
+        blockers += self.located.spec.unmigratable_devices
+        if blockers:
+            self.report.add("devices", FAIL, "devices that cannot migrate: %s" % ", ".join(blockers),
+                            "detach them before migrating (virsh detach-device), or migrate offline", devices=blockers)
+        else:
+            self.report.add("devices", PASS, "no device that prevents migration")
+
+    def _cache(self):
+        unsafe = ["%s (cache=%s)" % (d.target, d.cache) for d in self.located.spec.disks
+                  if d.device in ("disk", "lun") and not d.readonly and d.cache not in SAFE_CACHE_MODES]
+        if not unsafe:
+            self.report.add("cache", PASS, "every writable disk uses cache=none or directsync")
+        elif self.request.allow_unsafe:
+            self.report.add("cache", WARN, "unsafe cache modes allowed by allow_unsafe: %s" % ", ".join(unsafe),
+                            disks=unsafe)
+        else:
+            self.report.add("cache", FAIL, "disk cache mode is unsafe for live migration: %s" % ", ".join(unsafe),
+                            "set cache='none' (or directsync) on these disks, or set allow_unsafe if you accept "
+                            "the risk", disks=unsafe)
+
+    def _storage(self):
+        if self.stager is None:
+            self.report.add("storage", SKIP, "no destination storage to check")
+            return
+        dom = self.located.source_domain
+        needs, conflicts, problems = {}, [], []
+        for disk in self.located.spec.disks:
+            if not disk.is_local_image:
+                continue
+            with libvirt_errors("read the size of disk %s" % disk.target):
+                _capacity, allocation, _physical = dom.blockInfo(disk.target)
+            directory = os.path.dirname(disk.source)
+            needs[directory] = needs.get(directory, 0) + allocation
+            try:
+                if self.stager.existing(disk.source) is not None:
+                    conflicts.append(disk.source)
+            except InvalidRequest as exc:
+                problems.append(exc.msg)
+        if problems:
+            self.report.add("storage", FAIL, "; ".join(problems),
+                            "create the directory on the destination or define and start a storage pool for it")
+            return
+        if conflicts:
+            self.report.add(
+                "storage", FAIL,
+                "The destination %s already has files at %s; refusing to overwrite them"
+                % (self.dest.uri, ", ".join(conflicts)),
+                "if they are the images an earlier migration left behind, remove them on the destination; "
+                "source_cleanup=true removes source images after a verified migration",
+                conflicting_paths=conflicts,
+            )
+            return
+        short = []
+        space = {}
+        for directory, need in needs.items():
+            available = self.stager.available(directory)
+            space[directory] = {"needed_bytes": need, "available_bytes": available}
+            if available < need:
+                short.append("%s has %d MiB free, the disks need %d MiB"
+                             % (directory, available // MIB, -(-need // MIB)))
+        if short:
+            self.report.add("storage", FAIL, "not enough space on the destination: %s" % "; ".join(short),
+                            "free space there, or migrate to a host with more room", space=space)
+        elif needs:
+            self.report.add("storage", PASS, "destination directories exist with room for the disks", space=space)
+        else:
+            self.report.add("storage", PASS, "no local disk to copy")
+
+    def _network(self):
+        req = self.request
+        if urlparse(self.source.uri).hostname:
+            self.report.add("network", SKIP, "the module runs away from the source host (uri %s); run it on the "
+                            "source to check the migration data path" % self.source.uri)
+            return
+        problems, notes = [], []
+        targets = []
+        if req.migrate_uri:
+            targets.append(("migrate_uri", urlparse(req.migrate_uri).hostname or req.migrate_uri))
+        else:
+            targets.append(("destination hostname", self.dest.hostname()))
+        if req.disks_uri:
+            targets.append(("disks_uri", urlparse(req.disks_uri).hostname or req.disks_uri))
+        checked = set()
+        for label, host in targets:
+            address, error = resolve(host)
+            if error:
+                problems.append("the %s %s does not resolve on the source (%s)" % (label, host, error))
+                continue
+            if ipaddress.ip_address(address).is_loopback:
+                problems.append("the %s %s resolves to %s, a loopback address, on the source" % (label, host, address))
+                continue
+            notes.append("%s %s -> %s" % (label, host, address))
+            if address in checked:
+                continue
+            checked.add(address)
+            for port in MIGRATION_PORTS:
+                reachable, why = probe_port(address, port)
+                if not reachable:
+                    problems.append("port %d on %s (%s) is not reachable from the source: %s" % (port, host, address, why))
+        if problems:
+            self.report.add("network", FAIL, "; ".join(problems),
+                            "open 49152-49215/tcp on the destination's firewall (firewall-cmd --add-port); make the "
+                            "destination's name resolve on the source, set migration_host in its qemu.conf, or "
+                            "pass migrate_uri/disks_uri with its address")
+        else:
+            self.report.add("network", PASS, "migration data path open: %s; ports %s reachable"
+                            % (", ".join(notes), ", ".join(map(str, MIGRATION_PORTS))))
+
+
+def describe_cpu_model(cpu_xml):
+    return _cpu.describe_cpu(cpu_xml)["model"]
+
+
+def resolve(host):
+    """(address, None) or (None, reason), as the source host resolves `host`."""
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return None, exc.strerror
+    return infos[0][4][0], None
+
+
+def probe_port(address, port, timeout=PORT_TIMEOUT):
+    """(True, note) if a TCP connection reaches the host's port (accepted, or refused because nothing
+    listens yet); (False, reason) if a firewall or the network stops it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+        return True, "open"
+    except ConnectionRefusedError:
+        return True, "closed (nothing listens until a migration starts)"
+    except socket.timeout:
+        return False, "no answer within %.0f s (filtered)" % timeout
+    except OSError as exc:
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
+            return False, "%s (rejected by a firewall)" % os.strerror(exc.errno)
+        return False, os.strerror(exc.errno) if exc.errno else str(exc)
+    finally:
+        sock.close()
