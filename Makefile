@@ -58,9 +58,9 @@ $(VENV)/.installed: requirements.txt tests/requirements.txt | $(BUILD)/.apt
 	@touch $@
 
 collections: $(COLLECTIONS)/.deps
-$(COLLECTIONS)/.deps: tests/tools/install_collections.py | $(VENV)/.installed
+$(COLLECTIONS)/.deps: tests/tools/install_collections.py Makefile | $(VENV)/.installed
 	$(PY) tests/tools/install_collections.py --ansible-version $(ANSIBLE_BUNDLE) --dest $(COLLECTIONS) \
-		ansible.posix community.general
+		ansible.posix community.crypto
 	@touch $@
 
 # Build the tarball and install it: what runs in the tests is what users install.

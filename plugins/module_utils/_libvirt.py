@@ -108,9 +108,11 @@ def _version_string(number):
 class LibvirtClient:
     """One libvirt connection.  Lookups return None when the object does not exist."""
 
-    def __init__(self, uri, role="host"):
+    def __init__(self, uri, role="host", username=None, password=None):
         self.uri = uri
         self.role = role
+        self.username = username
+        self.password = password
         self._conn = None
 
     # -- lifecycle
@@ -119,9 +121,22 @@ class LibvirtClient:
             raise KvmMigrationError("libvirt-python is not importable", details={"traceback": LIBVIRT_IMPORT_ERROR})
         if self._conn is None:
             _silence_default_handler()
+            # openAuth with a callback, even one that has nothing to give: only then does libvirt consult
+            # auth.conf (for example SASL credentials for qemu+tcp) instead of failing "No worthy mechs found".
+            auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], self._credentials, None]
             with libvirt_errors("connect to the %s %s" % (self.role, self.uri), ConnectionFailed):
-                self._conn = libvirt.open(self.uri)
+                self._conn = libvirt.openAuth(self.uri, auth, 0)
         return self
+
+    def _credentials(self, creds, _data):
+        for cred in creds:
+            if cred[0] == libvirt.VIR_CRED_AUTHNAME and self.username:
+                cred[4] = self.username
+            elif cred[0] == libvirt.VIR_CRED_PASSPHRASE and self.password:
+                cred[4] = self.password
+            else:
+                return -1
+        return 0
 
     @property
     def conn(self):

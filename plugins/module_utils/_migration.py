@@ -69,6 +69,7 @@ class MigrationRequest:
     source_cleanup: bool = False
     allow_unsafe: bool = False
     memory_margin: int = 256
+    tls: bool = False
 
     @classmethod
     def from_params(cls, params):
@@ -126,6 +127,8 @@ class Migration:
             names.append("NON_SHARED_DISK")
         if req.allow_unsafe:
             names.append("UNSAFE")
+        if req.tls:
+            names.append("TLS")
         flags = 0
         for n in names:
             flags |= getattr(libvirt, "VIR_MIGRATE_" + n)

@@ -66,6 +66,13 @@ options:
       - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
     type: bool
     default: false
+  tls:
+    description:
+      - Encrypt the migration streams (RAM and disks) with TLS (C(VIR_MIGRATE_TLS)). Both hosts need QEMU's TLS
+        certificates in C(/etc/pki/qemu); the C(kvm.migration.hypervisor_prep) role sets them up for the tls
+        transport.
+    type: bool
+    default: false
   bandwidth:
     description:
       - Bandwidth cap for the migration in MiB/s. V(0) means no cap.
@@ -263,6 +270,7 @@ def main():
         "persistent": {"type": "bool", "default": True},
         "undefine_source": {"type": "bool", "default": True},
         "source_cleanup": {"type": "bool", "default": False},
+        "tls": {"type": "bool", "default": False},
         "bandwidth": {"type": "int", "default": 0},
         "timeout": {"type": "int", "default": 0},
         "poll_interval": {"type": "float", "default": 0.5},

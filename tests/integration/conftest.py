@@ -13,24 +13,46 @@ from kvmlab.guestops import LabGuest, install_guest
 from kvmlab.lab import Lab
 
 
-@pytest.fixture(scope="session")
-def lab():
+_STARTED_FRESH = []
+
+
+def ensure_lab(profile: str) -> Lab:
+    """The lab with two hosts of `profile`, started if needed.  The first call of a session starts a fresh
+    lab unless KVMLAB_REUSE=1 and a matching one is up; later calls reuse it or switch profile."""
     lab = Lab()
-    reuse = os.environ.get("KVMLAB_REUSE") == "1" and lab.is_up() and len(lab.hosts) >= 2 \
-        and all(h.profile == "ready" for h in lab.hosts)
-    if not reuse:
-        lab.up(count=2, profile="ready")
-    install_guest(lab)
-    try:
-        yield lab
-    finally:
-        if os.environ.get("KVMLAB_KEEP") != "1":
-            lab.down()
+    matches = lab.is_up() and len(lab.hosts) >= 2 and all(h.profile == profile for h in lab.hosts)
+    may_reuse = bool(_STARTED_FRESH) or os.environ.get("KVMLAB_REUSE") == "1"
+    if not (matches and may_reuse):
+        lab.up(count=2, profile=profile)
+    _STARTED_FRESH.append(True)
+    if profile == "ready":
+        install_guest(lab)
+    return lab
 
 
 @pytest.fixture(scope="session")
-def ansible(lab):
-    return Ansible(lab.inventory_path)
+def lab_session():
+    """Tears the lab down at the end of the session, whatever the tests left."""
+    yield
+    if os.environ.get("KVMLAB_KEEP") != "1":
+        Lab().down()
+
+
+@pytest.fixture(scope="module")
+def lab(lab_session):
+    """Two ready hypervisors (libvirt, QEMU, firewalld, SSH trust) and the test guest's kernel."""
+    return ensure_lab("ready")
+
+
+@pytest.fixture(scope="module")
+def bare_lab(lab_session):
+    """Two bare hosts: systemd, sshd and python3 only."""
+    return ensure_lab("bare")
+
+
+@pytest.fixture(scope="session")
+def ansible():
+    return Ansible(Lab().inventory_path)
 
 
 @pytest.fixture
