@@ -46,7 +46,8 @@ class PlaybookRun:
                         raise AssertionError(f"task {name_part!r} ran on {list(hosts)}; name a host")
                     return next(iter(hosts.values()))
                 return hosts[host]
-        raise AssertionError(f"no task named like {name_part!r}; tasks: {[t['task']['name'] for t in self.tasks]}")
+        raise AssertionError(f"no task named like {name_part!r}; tasks: {[t['task']['name'] for t in self.tasks]}; "
+                             f"rc={self.rc}; stderr: {self.stderr[-2000:]}")
 
     @property
     def changed(self) -> int:

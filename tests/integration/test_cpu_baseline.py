@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from kvmlab.guestops import LabGuest
 
+# Every test here runs against two ready lab hypervisors.
+pytestmark = pytest.mark.usefixtures("lab")
+
 SRC, DST = "hv-a", "hv-b"
 HOSTS = [f"qemu+ssh://{SRC}/system", f"qemu+ssh://{DST}/system"]
 DATA = Path(__file__).resolve().parents[1] / "unit" / "plugins" / "module_utils" / "data"

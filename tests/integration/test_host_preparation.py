@@ -5,8 +5,13 @@ and a firewall that closes the migration ports named as the cause."""
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import ROOT
 from kvmlab.guestops import LabGuest, install_guest
+
+# Every test here runs against two bare lab hosts.
+pytestmark = pytest.mark.usefixtures("bare_lab")
 
 SRC, DST = "hv-a", "hv-b"
 PREPARE = ROOT / "playbooks" / "prepare_hosts.yml"

@@ -10,6 +10,9 @@ import time
 import pytest
 from helpers import host_snapshot
 
+# Every test here runs against two ready lab hypervisors.
+pytestmark = pytest.mark.usefixtures("lab")
+
 SRC, DST = "hv-a", "hv-b"
 
 

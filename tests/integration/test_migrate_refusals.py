@@ -7,6 +7,9 @@ import pytest
 from helpers import host_snapshot
 from kvmlab.guestops import LabGuest
 
+# Every test here runs against two ready lab hypervisors.
+pytestmark = pytest.mark.usefixtures("lab")
+
 SRC, DST = "hv-a", "hv-b"
 NOOS_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><memballoon model='none'/></devices></domain>"""

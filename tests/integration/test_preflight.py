@@ -9,6 +9,9 @@ import pytest
 from helpers import host_snapshot
 from kvmlab.guestops import LabGuest
 
+# Every test here runs against two ready lab hypervisors.
+pytestmark = pytest.mark.usefixtures("lab")
+
 SRC, DST = "hv-a", "hv-b"
 DEST_URI = f"qemu+ssh://{DST}/system"
 
