@@ -24,12 +24,22 @@ options:
     required: true
   storage:
     description:
-      - How the disks get to the destination.
-      - V(copy_all) copies every local writable disk (libvirt C(VIR_MIGRATE_NON_SHARED_DISK)) into volumes that are
-        pre-created on the destination at the same paths.
+      - How the disks get to the destination. Network disks (NBD, Ceph RBD, iSCSI, ...) always stay where they are, and
+        read-only or shareable images (ISOs) must already be on the destination.
+      - V(shared) - the disks stay where they are, on storage both hosts see at the same path (NFS). The preflight
+        proves it by writing a marker file in each disk's directory on the destination and finding it on the source;
+        only then does the migration pass C(VIR_MIGRATE_UNSAFE), which libvirt needs for shared filesystems it does not
+        recognise.
+      - V(copy_all) - every local writable disk is copied (C(VIR_MIGRATE_NON_SHARED_DISK)) into a volume pre-created on
+        the destination at the same path, with the same format and virtual size (a thin qcow2 stays thin).
+      - V(copy_incremental) - only the top image of each disk is copied (C(VIR_MIGRATE_NON_SHARED_INC)), onto the same
+        backing chain on the destination. A backing file (template) the destination lacks is copied first and its size
+        and sha256 are verified; one that is present is checked (format, virtual size, first and last MiB) and not
+        copied again.
+      - V(auto) - V(shared) for disks whose directory is shared, V(copy_all) for the others.
     type: str
-    choices: [copy_all]
-    default: copy_all
+    choices: [auto, shared, copy_all, copy_incremental]
+    default: auto
   migrate_uri:
     description:
       - Address of the destination for the migration data stream, for example V(tcp://10.0.0.2). Without it, the

@@ -16,6 +16,7 @@ that is the source, remove everything this run made on the destination."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 
@@ -31,7 +32,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
 from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight, PreflightFailed
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
 
-STORAGE_MODES = ("copy_all",)
+STORAGE_MODES = ("auto", "shared", "copy_all", "copy_incremental")
 # Nova's live_migration_completion_timeout: 800 s per GiB of RAM plus copied disk.
 DEFAULT_SECONDS_PER_GIB = 800
 MIN_DEFAULT_TIMEOUT = 120
@@ -58,7 +59,7 @@ SAMPLE_KEYS = {
 class MigrationRequest:
     name: str
     dest_uri: str
-    storage: str = "copy_all"
+    storage: str = "auto"
     persistent: bool = True
     undefine_source: bool = True
     migrate_uri: str = ""
@@ -93,6 +94,7 @@ class Plan:
     params: dict
     volumes: list
     timeout: int
+    storage: object = None
 
 
 class Migration:
@@ -101,31 +103,26 @@ class Migration:
         self.dest = dest
         self.request = request
         self.stager = VolumeStager(dest)
+        self.source_stager = VolumeStager(source)
         self.progress = []
 
     # ------------------------------------------------------------------ preflight
     def preflight(self):
         """Run every check (read-only).  Returns (report, located)."""
         self.request.validate()
-        return Preflight(self.source, self.dest, self.request, stager=self.stager).run()
+        return Preflight(self.source, self.dest, self.request, stager=self.stager,
+                         source_stager=self.source_stager).run()
 
     # ------------------------------------------------------------------ plan
     def plan(self, located):
         req = self.request
-        dom = located.source_domain
-        volumes = []
-        for disk in located.spec.disks:
-            if not disk.is_local_image:
-                continue
-            with libvirt_errors("read the size of disk %s of %s" % (disk.target, req.name)):
-                capacity = dom.blockInfo(disk.target)[0]
-            volumes.append((disk.target, VolumeSpec(path=disk.source, format=disk.format, capacity=capacity)))
+        storage = located.storage
         names = ["LIVE", "PEER2PEER", "ABORT_ON_ERROR"]
         if req.persistent:
             names.append("PERSIST_DEST")
-        if volumes:
-            names.append("NON_SHARED_DISK")
-        if req.allow_unsafe:
+        if storage.copy:
+            names.append("NON_SHARED_INC" if storage.incremental else "NON_SHARED_DISK")
+        if req.allow_unsafe or storage.unsafe:
             names.append("UNSAFE")
         if req.tls:
             names.append("TLS")
@@ -133,8 +130,8 @@ class Migration:
         for n in names:
             flags |= getattr(libvirt, "VIR_MIGRATE_" + n)
         params = {}
-        if volumes:
-            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [t for t, _v in volumes]
+        if storage.copy:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [t for t, _v, _a in storage.copy]
         if req.bandwidth:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(req.bandwidth)
         if req.migrate_uri:
@@ -143,10 +140,10 @@ class Migration:
             params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = req.disks_uri
         timeout = req.timeout
         if not timeout:
-            moved = located.spec.memory_kib * 1024 + sum(v.capacity for _t, v in volumes)
+            moved = located.spec.memory_kib * 1024 + sum(v.capacity for _t, v, _a in storage.copy)
             timeout = max(MIN_DEFAULT_TIMEOUT, int(DEFAULT_SECONDS_PER_GIB * moved / GIB))
         return Plan(flags=flags, flag_names=[n.lower() for n in names], params=params,
-                    volumes=[v for _t, v in volumes], timeout=timeout)
+                    volumes=[v for _t, v, _a in storage.copy], timeout=timeout, storage=storage)
 
     # ------------------------------------------------------------------ execute
     def execute(self, check_mode=False):
@@ -155,6 +152,7 @@ class Migration:
             return self._execute(check_mode)
         finally:
             self.stager.close()
+            self.source_stager.close()
 
     def _execute(self, check_mode):
         req = self.request
@@ -163,17 +161,7 @@ class Migration:
         src, dst = located.source_domain, located.dest_domain
         result = {"changed": False, "name": req.name, "preflight": report.as_dict()}
         if report.nothing_to_do:
-            stale = src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString()
-            if stale:
-                result.update(changed=True, operation="undefine_source",
-                              reason="the domain runs on the destination; its stale definition remains on the source")
-                if not check_mode:
-                    self._undefine_source(src)
-                    src = None
-            else:
-                result.update(operation="none", reason="domain %s already runs on the destination" % req.name)
-            result["state"] = self._final_state(src, dst)
-            return result
+            return self._converge_done(result, src, dst, check_mode)
         if report.verdict == "fail":
             raise PreflightFailed(req.name, self.dest.uri, report)
 
@@ -184,6 +172,7 @@ class Migration:
             "reason": "domain %s runs on the source" % req.name,
             "flags": plan.flag_names,
             "storage": req.storage,
+            "storage_plan": plan.storage.as_dict(),
             "timeout": plan.timeout,
             "volumes": [v.as_dict() for v in plan.volumes],
             "disks": [d.as_dict() for d in located.spec.disks],
@@ -195,6 +184,7 @@ class Migration:
         uuid = src.UUIDString()
         was_paused = state_name(src) == "paused"
         try:
+            self._stage_templates(plan.storage)
             for vol in plan.volumes:
                 self.stager.create(vol)
             error, aborted_by = self._run_and_monitor(src, plan)
@@ -219,6 +209,20 @@ class Migration:
             "state": self._final_state(self.source.lookup_domain_by_uuid(uuid), dst),
         })
         return result
+
+    def _stage_templates(self, storage):
+        """Copy the backing files the destination lacks, and verify each copy's size and checksum."""
+        for template in storage.templates:
+            if template["action"] != "copy":
+                continue
+            sent = self.stager.copy_from(self.source_stager, template["path"], template["format"])
+            size = self.stager.physical_size(template["path"])
+            received = self.stager.digest(template["path"])
+            if size != template["size"] or received != sent:
+                raise OperationFailed(
+                    "The copy of template %s on the destination does not match the source (size %d vs %d, sha256 %s vs "
+                    "%s)" % (template["path"], size, template["size"], received, sent))
+            template.update(action="copied", sha256=sent)
 
     def _run_and_monitor(self, dom, plan):
         """Run migrateToURI3 in a thread, poll the job, and abort it when the timeout passes."""
@@ -346,23 +350,69 @@ class Migration:
                 pass
         return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
 
-    def _cleanup_source(self, uuid, volumes):
-        """Delete the source images that were copied, once the destination checked out.  An image that
-        some other domain on the source still uses is kept."""
+    def _converge_done(self, result, src, dst, check_mode):
+        """The domain already runs on the destination: remove a stale source definition and, with
+        source_cleanup, source images the destination no longer needs.  Otherwise nothing to do."""
+        req = self.request
+        operations = []
+        if src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString():
+            operations.append("undefine_source")
+            if not check_mode:
+                self._undefine_source(src)
+                src = None
+        if req.source_cleanup:
+            removable = self._cleanup_source(dst.UUIDString(), self._source_leftovers(dst), dry_run=check_mode)
+            if removable:
+                operations.append("cleanup_source")
+                result["source_disks_removed"] = removable
+        if operations:
+            result.update(changed=True, operation="+".join(operations),
+                          reason="the domain runs on the destination; %s" % " and ".join(
+                              {"undefine_source": "its stale definition remained on the source",
+                               "cleanup_source": "its old images remained on the source"}[o] for o in operations))
+        else:
+            result.update(operation="none", reason="domain %s already runs on the destination" % req.name)
+        result["state"] = self._final_state(src, dst)
+        return result
+
+    def _source_leftovers(self, dst):
+        """Images the destination's domain uses that also sit, as separate files, on the source, and that match
+        the destination's copy (format, virtual size, backing file): what a verified cleanup may delete."""
+        with libvirt_errors("read the definition of %s on the destination" % self.request.name):
+            disks = [d for d in DomainSpec.from_xml(dst.XMLDesc(0)).disks if d.is_local_image]
+        leftovers = []
+        for disk in disks:
+            facts = self.source_stager.facts(disk.source)
+            if facts is None:
+                continue
+            spec = VolumeSpec(path=disk.source, format=facts["format"], capacity=facts["capacity"],
+                              backing_path=facts["backing_path"], backing_format=facts["backing_format"])
+            if not self.stager.check(spec):
+                leftovers.append(spec)
+        return leftovers
+
+    def _cleanup_source(self, uuid, volumes, dry_run=False):
+        """Delete copied source images once the destination checked out.  Kept: an image some other domain on
+        the source still uses, and anything in a directory both hosts share (it is the destination's image)."""
         in_use = set()
         with libvirt_errors("list the domains on the source %s" % self.source.uri):
             domains = self.source.conn.listAllDomains(0)
         for dom in domains:
             if dom.UUIDString() != uuid:
                 in_use.update(d.source for d in DomainSpec.from_xml(dom.XMLDesc(0)).disks)
-        source_volumes = VolumeStager(self.source)
         removed = []
-        try:
-            for vol in volumes:
-                if vol.path not in in_use and source_volumes.remove(vol.path):
-                    removed.append(vol.path)
-        finally:
-            source_volumes.close()
+        shared = {}
+        for vol in volumes:
+            directory = os.path.dirname(vol.path)
+            if directory not in shared:
+                try:
+                    shared[directory] = self.source_stager.sees_marker_of(self.stager, directory)
+                except InvalidRequest:
+                    shared[directory] = False
+            if vol.path in in_use or shared[directory]:
+                continue
+            if dry_run or self.source_stager.remove(vol.path):
+                removed.append(vol.path)
         return removed
 
     def _undefine_source(self, dom):

@@ -35,7 +35,7 @@ COMMON_ARGUMENT_SPEC = {
 MIGRATION_ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "dest_uri": {"type": "str", "required": True},
-    "storage": {"type": "str", "default": "copy_all", "choices": ["copy_all"]},
+    "storage": {"type": "str", "default": "auto", "choices": ["auto", "shared", "copy_all", "copy_incremental"]},
     "migrate_uri": {"type": "str"},
     "disks_uri": {"type": "str"},
     "allow_unsafe": {"type": "bool", "default": False},
@@ -47,11 +47,13 @@ SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python"]
 class LibvirtModule:
     """AnsibleModule plus the collection's common options and error handling."""
 
-    def __init__(self, argument_spec, needs_lxml=True, **kwargs):
-        spec = dict(COMMON_ARGUMENT_SPEC)
+    def __init__(self, argument_spec, needs_lxml=True, common=True, **kwargs):
+        """common=False: a module that does not talk to libvirt (no uri option, no libvirt import check)."""
+        spec = dict(COMMON_ARGUMENT_SPEC) if common else {}
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
-        self._check_imports(needs_lxml)
+        if common:
+            self._check_imports(needs_lxml)
         self._clients = []
 
     @property

@@ -29,6 +29,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     KvmMigrationError,
     libvirt_errors,
 )
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SAFE_CACHE_MODES = ("none", "directsync")
@@ -111,20 +112,39 @@ class PreflightFailed(InvalidRequest):
 
 
 @dataclasses.dataclass
+class StoragePlan:
+    """What happens to each disk: left in place (shared), or copied (whole, or as an overlay on templates)."""
+
+    requested: str
+    mode: str = ""
+    copy: list = dataclasses.field(default_factory=list)  # (target, VolumeSpec, allocation on the source)
+    shared: list = dataclasses.field(default_factory=list)  # targets left where they are
+    templates: list = dataclasses.field(default_factory=list)  # backing files: {path, format, capacity, size, action}
+    incremental: bool = False
+    unsafe: bool = False  # shared file storage libvirt may not recognise: proven shared, so VIR_MIGRATE_UNSAFE
+
+    def as_dict(self):
+        return {"requested": self.requested, "mode": self.mode, "copied": [t for t, _v, _a in self.copy],
+                "shared": list(self.shared), "templates": [dict(t) for t in self.templates]}
+
+
+@dataclasses.dataclass
 class Located:
-    """Where the domain is, as preflight found it."""
+    """Where the domain is, as preflight found it, and what happens to its storage."""
 
     source_domain: object = None
     dest_domain: object = None
     spec: DomainSpec = None
+    storage: StoragePlan = None
 
 
 class Preflight:
-    def __init__(self, source, dest, request, stager=None):
+    def __init__(self, source, dest, request, stager=None, source_stager=None):
         self.source = source
         self.dest = dest
         self.request = request
         self.stager = stager
+        self.source_stager = source_stager
         self.report = Report()
         self.located = Located()
 
@@ -329,27 +349,102 @@ class Preflight:
                             "the risk", disks=unsafe)
 
     def _storage(self):
+        """Work out what happens to every disk (left in place on shared storage, copied whole, or copied as an
+        overlay on a template) and check that the destination can take it."""
         if self.stager is None:
             self.report.add("storage", SKIP, "no destination storage to check")
             return
-        dom = self.located.source_domain
-        needs, conflicts, problems = {}, [], []
-        for disk in self.located.spec.disks:
-            if not disk.is_local_image:
-                continue
+        req, spec, dom = self.request, self.located.spec, self.located.source_domain
+        plan = StoragePlan(requested=req.storage)
+        self.located.storage = plan
+        problems = []
+        local = [d for d in spec.disks if d.is_local_image]
+        # Read-only and shareable images (ISOs, cluster disks) are never copied: they must be there already.
+        for disk in spec.disks:
+            if disk.type in ("file", "block") and disk.source and not disk.is_local_image:
+                if self.stager.existing(disk.source) is None:
+                    problems.append("%s (%s, %s) is not on the destination" % (disk.source, disk.target,
+                                                                               "read-only" if disk.readonly else "shareable"))
+            elif disk.type == "network":
+                plan.shared.append(disk.target)
+        shared_dirs = set()
+        if req.storage in ("shared", "auto"):
+            for directory in sorted({os.path.dirname(d.source) for d in local}):
+                try:
+                    if self.source_stager.sees_marker_of(self.stager, directory):
+                        shared_dirs.add(directory)
+                except InvalidRequest:
+                    pass  # no such directory on the destination: not shared
+        for disk in local:
             with libvirt_errors("read the size of disk %s" % disk.target):
-                _capacity, allocation, _physical = dom.blockInfo(disk.target)
-            directory = os.path.dirname(disk.source)
-            needs[directory] = needs.get(directory, 0) + allocation
-            try:
-                if self.stager.existing(disk.source) is not None:
-                    conflicts.append(disk.source)
-            except InvalidRequest as exc:
-                problems.append(exc.msg)
+                capacity, allocation, _physical = dom.blockInfo(disk.target)
+            if os.path.dirname(disk.source) in shared_dirs:
+                plan.shared.append(disk.target)
+                plan.unsafe = True
+                continue
+            if req.storage == "shared":
+                problems.append("%s is not on shared storage: a file written in %s on the destination does not "
+                                "appear on the source" % (disk.source, os.path.dirname(disk.source)))
+                continue
+            volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity)
+            if req.storage == "copy_incremental" and disk.backing:
+                backing = disk.backing[0]
+                volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity,
+                                    backing_path=backing.path, backing_format=backing.format)
+                problems += self._templates(disk, plan)
+            plan.copy.append((disk.target, volume, allocation))
+        plan.incremental = req.storage == "copy_incremental"
+        if plan.copy and plan.shared:
+            plan.mode = "mixed"
+        elif plan.copy:
+            plan.mode = "copy_incremental" if plan.incremental else "copy_all"
+        else:
+            plan.mode = "shared"
         if problems:
             self.report.add("storage", FAIL, "; ".join(problems),
-                            "create the directory on the destination or define and start a storage pool for it")
+                            "put shared disks on storage both hosts mount at the same path (NFS), or use storage "
+                            "copy_all", plan=plan.as_dict())
             return
+        self._destination_room(plan)
+
+    def _templates(self, disk, plan):
+        """Backing files of a disk copied incrementally: present and identical on the destination, or copied."""
+        problems = []
+        for image in reversed(disk.backing):
+            if any(t["path"] == image.path for t in plan.templates):
+                continue
+            if not image.path.startswith("/"):
+                problems.append("backing file %s of %s is not a local file" % (image.path, disk.target))
+                continue
+            source = self.source_stager.facts(image.path)
+            if source is None:
+                problems.append("backing file %s of %s is not visible to libvirt on the source" % (image.path, disk.target))
+                continue
+            entry = {"path": image.path, "format": source["format"], "capacity": source["capacity"],
+                     "size": self.source_stager.physical_size(image.path)}
+            there = self.stager.facts(image.path)
+            if there is None:
+                entry["action"] = "copy"
+            elif (there["format"], there["capacity"]) != (source["format"], source["capacity"]) \
+                    or self._fingerprint(self.stager, image.path) != self._fingerprint(self.source_stager, image.path):
+                problems.append("a different file already sits at %s on the destination (format, size or content "
+                                "differs from the source's template)" % image.path)
+                continue
+            else:
+                entry["action"] = "present"
+            plan.templates.append(entry)
+        return problems
+
+    @staticmethod
+    def _fingerprint(stager, path):
+        # First and last MiB: enough to tell a different template apart without reading it all over the network.
+        size = stager.physical_size(path)
+        head = stager.digest(path, 0, min(size, MIB))
+        tail = stager.digest(path, max(0, size - MIB), min(size, MIB))
+        return head, tail, size
+
+    def _destination_room(self, plan):
+        conflicts = [v.path for _t, v, _a in plan.copy if self.stager.existing(v.path) is not None]
         if conflicts:
             self.report.add(
                 "storage", FAIL,
@@ -360,8 +455,15 @@ class Preflight:
                 conflicting_paths=conflicts,
             )
             return
-        short = []
-        space = {}
+        needs = {}
+        for _t, volume, allocation in plan.copy:
+            directory = os.path.dirname(volume.path)
+            needs[directory] = needs.get(directory, 0) + allocation
+        for template in plan.templates:
+            if template["action"] == "copy":
+                directory = os.path.dirname(template["path"])
+                needs[directory] = needs.get(directory, 0) + template["size"]
+        short, space = [], {}
         for directory, need in needs.items():
             available = self.stager.available(directory)
             space[directory] = {"needed_bytes": need, "available_bytes": available}
@@ -370,11 +472,16 @@ class Preflight:
                              % (directory, available // MIB, -(-need // MIB)))
         if short:
             self.report.add("storage", FAIL, "not enough space on the destination: %s" % "; ".join(short),
-                            "free space there, or migrate to a host with more room", space=space)
-        elif needs:
-            self.report.add("storage", PASS, "destination directories exist with room for the disks", space=space)
-        else:
-            self.report.add("storage", PASS, "no local disk to copy")
+                            "free space there, or migrate to a host with more room", space=space, plan=plan.as_dict())
+            return
+        summary = {"shared": "%d disk(s) stay on shared storage" % len(plan.shared),
+                   "copy_all": "%d disk(s) will be copied" % len(plan.copy),
+                   "copy_incremental": "%d disk(s) will be copied as overlays, %d template(s) copied, %d present"
+                   % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
+                      sum(t["action"] == "present" for t in plan.templates)),
+                   "mixed": "%d disk(s) stay on shared storage, %d will be copied" % (len(plan.shared), len(plan.copy))}
+        self.report.add("storage", PASS, "storage %s: %s; the destination has room" % (plan.mode, summary[plan.mode]),
+                        space=space, plan=plan.as_dict())
 
     def _network(self):
         req = self.request

@@ -13,12 +13,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import uuid
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, is_error, libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    InvalidRequest,
+    KvmMigrationError,
+    is_error,
+    libvirt,
+    libvirt_errors,
+)
 
 TRANSIENT_POOL_PREFIX = "kvm-migration-"
+STREAM_CHUNK = 4 * 1024 * 1024
+POOL_TYPES = ("dir", "netfs")
+NETFS_FORMATS = ("auto", "nfs", "glusterfs", "cifs")
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_size(value):
+    """Bytes from an int or a string like '64M', '10G', '512k' (binary units)."""
+    if isinstance(value, int):
+        return value
+    match = re.match(r"^\s*(\d+)\s*([bkmgt]?)(?:i?b)?\s*$", str(value).lower())
+    if not match:
+        raise InvalidRequest("Not a size: %r (use bytes, or a number with K, M, G or T)" % (value,))
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
 
 
 @dataclasses.dataclass
@@ -51,9 +73,22 @@ class VolumeSpec:
 
 
 def pool_target_path(pool):
-    from xml.etree import ElementTree as ET  # local: only needed here
-
     return ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+
+
+def volume_facts(vol):
+    """Format, virtual size and backing file of a volume, from libvirt's view of the image."""
+    xml = ET.fromstring(vol.XMLDesc(0))
+    fmt = xml.find("target/format")
+    backing_fmt = xml.find("backingStore/format")
+    return {
+        "path": xml.findtext("target/path"),
+        "format": fmt.get("type") if fmt is not None else "raw",
+        "capacity": int(xml.findtext("capacity") or 0),
+        "allocation": int(xml.findtext("allocation") or 0),
+        "backing_path": xml.findtext("backingStore/path") or "",
+        "backing_format": backing_fmt.get("type") if backing_fmt is not None else "",
+    }
 
 
 class VolumeStager:
@@ -136,18 +171,15 @@ class VolumeStager:
         vol = self.existing(spec.path)
         if vol is None:
             return ["%s is missing" % spec.path]
-        from xml.etree import ElementTree as ET  # local: only needed here
-
         with libvirt_errors("read volume %s on %s" % (spec.path, self.client.uri)):
-            xml = ET.fromstring(vol.XMLDesc(0))
+            facts = volume_facts(vol)
         problems = []
-        fmt = xml.find("target/format")
-        fmt = fmt.get("type") if fmt is not None else "raw"
-        if fmt != spec.format:
-            problems.append("%s has format %s, expected %s" % (spec.path, fmt, spec.format))
-        capacity = int(xml.findtext("capacity") or 0)
-        if capacity != spec.capacity:
-            problems.append("%s has virtual size %d, expected %d" % (spec.path, capacity, spec.capacity))
+        if facts["format"] != spec.format:
+            problems.append("%s has format %s, expected %s" % (spec.path, facts["format"], spec.format))
+        if facts["capacity"] != spec.capacity:
+            problems.append("%s has virtual size %d, expected %d" % (spec.path, facts["capacity"], spec.capacity))
+        if facts["backing_path"] != spec.backing_path:
+            problems.append("%s has backing file %r, expected %r" % (spec.path, facts["backing_path"], spec.backing_path))
         return problems
 
     def remove(self, path):
@@ -158,6 +190,95 @@ class VolumeStager:
         with libvirt_errors("delete %s on %s" % (path, self.client.uri)):
             vol.delete(0)
         return True
+
+    def facts(self, path):
+        """volume_facts() of the volume at `path`, or None when there is none."""
+        vol = self.existing(path)
+        if vol is None:
+            return None
+        with libvirt_errors("read volume %s on %s" % (path, self.client.uri)):
+            return volume_facts(vol)
+
+    def physical_size(self, path):
+        vol = self.existing(path)
+        with libvirt_errors("read the size of %s on %s" % (path, self.client.uri)):
+            info = vol.info()  # [type, capacity, allocation]
+            return int(ET.fromstring(vol.XMLDesc(0)).findtext("physical") or info[2])
+
+    def sees_marker_of(self, other, directory):
+        """Whether a file that `other` (another host's stager) creates in `directory` shows up here: the
+        directory is shared storage.  The marker is removed again whatever the answer."""
+        name = ".kvm-migration-shared-%s.raw" % uuid.uuid4().hex[:12]
+        path = os.path.join(directory, name)
+        other_pool = other._pool_for_dir(directory, create=True)
+        with libvirt_errors("write a marker file in %s on %s" % (directory, other.client.uri)):
+            marker = other_pool.createXML(VolumeSpec(path, "raw", 512).xml(), 0)
+        try:
+            pool = self._pool_for_dir(directory, create=True)
+            with libvirt_errors("refresh %s on %s" % (directory, self.client.uri)):
+                pool.refresh(0)
+            try:
+                pool.storageVolLookupByName(name)
+                found = True
+            except Exception as exc:
+                if not is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                    raise
+                found = False
+        finally:
+            with libvirt_errors("remove the marker file %s on %s" % (path, other.client.uri)):
+                marker.delete(0)
+        return found
+
+    def digest(self, path, offset=0, length=0):
+        """sha256 of the volume's bytes as stored (length 0: to the end), read through libvirt."""
+        import hashlib
+
+        sha = hashlib.sha256()
+        vol = self.existing(path)
+        with libvirt_errors("read %s on %s" % (path, self.client.uri)):
+            stream = self.client.conn.newStream(0)
+            vol.download(stream, offset, length, 0)
+            while True:
+                data = stream.recv(STREAM_CHUNK)
+                if not data:
+                    break
+                sha.update(data)
+            stream.finish()
+        return sha.hexdigest()
+
+    def copy_from(self, other, path, fmt):
+        """Copy the volume at `path` on `other` (another host's stager) byte for byte to the same path here,
+        through libvirt streams; returns the sha256 of what was sent.  The new volume counts as created."""
+        import hashlib
+
+        source = other.existing(path)
+        size = other.physical_size(path)
+        target = self.create(VolumeSpec(path, "raw", max(size, 512)))
+        sha = hashlib.sha256()
+        with libvirt_errors("copy %s from %s to %s" % (path, other.client.uri, self.client.uri)):
+            down = other.client.conn.newStream(0)
+            up = self.client.conn.newStream(0)
+            source.download(down, 0, 0, 0)
+            target.upload(up, 0, 0, 0)
+            while True:
+                data = down.recv(STREAM_CHUNK)
+                if not data:
+                    break
+                sha.update(data)
+                view = memoryview(data)
+                while view:
+                    sent = up.send(view.tobytes())
+                    view = view[sent:]
+            down.finish()
+            up.finish()
+        pool = self._pool_for_dir(os.path.dirname(path), create=True)
+        with libvirt_errors("refresh %s on %s" % (os.path.dirname(path), self.client.uri)):
+            pool.refresh(0)
+        facts = self.facts(path)
+        if facts is None or facts["format"] != fmt:
+            raise KvmMigrationError("The copy of %s on %s is not a %s image (%s)"
+                                    % (path, self.client.uri, fmt, facts and facts["format"]))
+        return sha.hexdigest()
 
     def rollback(self):
         """Delete the volumes this stager created (a failed migration); returns their paths."""
@@ -186,3 +307,235 @@ class VolumeStager:
                 pass
         self._transient_pools = []
         self._pools_by_dir = {}
+
+
+@dataclasses.dataclass
+class PoolSpec:
+    """A storage pool as options describe it (dir or netfs)."""
+
+    name: str
+    type: str = "dir"
+    target: str = ""
+    source_host: str = ""
+    source_path: str = ""
+    source_format: str = ""
+
+    # Properties libvirt cannot change while the pool is active.
+    IMMUTABLE_WHEN_ACTIVE = ("type", "target", "source_host", "source_path", "source_format")
+
+    def validate(self):
+        if self.type not in POOL_TYPES:
+            raise InvalidRequest("Unsupported pool type %r (supported: %s)" % (self.type, ", ".join(POOL_TYPES)))
+        if not self.target or not os.path.isabs(self.target):
+            raise InvalidRequest("Pool %s needs an absolute target path, got %r" % (self.name, self.target))
+        if self.type == "netfs":
+            if not self.source_host or not self.source_path:
+                raise InvalidRequest("netfs pool %s needs source_host and source_path (the NFS export)" % self.name)
+            if self.source_format and self.source_format not in NETFS_FORMATS:
+                raise InvalidRequest("Unsupported netfs format %r (supported: %s)"
+                                     % (self.source_format, ", ".join(NETFS_FORMATS)))
+        elif self.source_host or self.source_path:
+            raise InvalidRequest("A dir pool has no source; source_host and source_path are for netfs")
+        return self
+
+    def xml(self, uuid=None):
+        parts = ["<pool type='%s'>" % self.type, "<name>%s</name>" % escape(self.name)]
+        if uuid:
+            parts.append("<uuid>%s</uuid>" % escape(uuid))
+        if self.type == "netfs":
+            parts.append("<source><host name='%s'/><dir path='%s'/><format type='%s'/></source>"
+                         % (escape(self.source_host), escape(self.source_path), escape(self.source_format or "nfs")))
+        parts.append("<target><path>%s</path></target>" % escape(self.target))
+        parts.append("</pool>")
+        return "".join(parts)
+
+    def pretty_xml(self):
+        node = ET.fromstring(self.xml())
+        ET.indent(node)
+        return ET.tostring(node, encoding="unicode") + "\n"
+
+    @classmethod
+    def from_xml(cls, text):
+        try:
+            node = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise InvalidRequest("Invalid pool XML: %s" % exc) from exc
+        if node.tag != "pool":
+            raise InvalidRequest("Pool XML must have a <pool> root element, not <%s>" % node.tag)
+        fmt = node.find("source/format")
+        host = node.find("source/host")
+        src_dir = node.find("source/dir")
+        return cls(
+            name=node.findtext("name") or "",
+            type=node.get("type", ""),
+            target=os.path.normpath(node.findtext("target/path") or "") if node.findtext("target/path") else "",
+            source_host=host.get("name", "") if host is not None else "",
+            source_path=src_dir.get("path", "") if src_dir is not None else "",
+            source_format=fmt.get("type", "") if fmt is not None and node.get("type") == "netfs" else "",
+        )
+
+    def differences(self, other):
+        """{field: (other's value, ours)} for the fields that differ from `other` (the existing pool)."""
+        mine = dataclasses.asdict(self)
+        theirs = dataclasses.asdict(other)
+        if self.type == "netfs":
+            mine["source_format"] = mine["source_format"] or "nfs"
+        return {k: (theirs[k], mine[k]) for k in mine if k != "name" and mine[k] != theirs[k]}
+
+
+class PoolManager:
+    """Brings one storage pool to a state (present, started, stopped, absent) and makes sure its volumes
+    exist.  It never deletes data: absent undefines the pool, and volumes are only ever created."""
+
+    def __init__(self, client, check_mode=False):
+        self.client = client
+        self.check_mode = check_mode
+        self.actions = []
+
+    def _act(self, description, func, *args):
+        self.actions.append(description)
+        if not self.check_mode:
+            with libvirt_errors("%s on %s" % (description, self.client.uri)):
+                return func(*args)
+        return None
+
+    def ensure(self, spec, state, autostart=None, build=True, refresh=False, volumes=()):
+        pool = self.client.lookup_pool(spec.name)
+        before = None
+        if pool is not None:
+            with libvirt_errors("read pool %s on %s" % (spec.name, self.client.uri)):
+                before = PoolSpec.from_xml(pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE))
+        if state == "absent":
+            if pool is not None:
+                if pool.isActive():
+                    self._act("stop pool %s" % spec.name, pool.destroy)
+                self._act("undefine pool %s" % spec.name, pool.undefine)
+            return self._result(before, None, None)
+
+        spec.validate()
+        if pool is None:
+            conflict = self._pool_with_target(spec.target)
+            if conflict is not None:
+                raise InvalidRequest("Pool %s already uses the target %s on %s; one directory, one pool"
+                                     % (conflict, spec.target, self.client.uri))
+            pool = self._act("define pool %s" % spec.name, self.client.conn.storagePoolDefineXML, spec.xml(), 0)
+            try:
+                return self._converge(pool, spec, before, state, autostart, build, refresh, volumes)
+            except Exception:
+                # A pool defined by this run that could not be brought up is taken back: no half-made pool.
+                if pool is not None:
+                    with libvirt_errors("remove the pool %s this run defined" % spec.name):
+                        if pool.isActive():
+                            pool.destroy()
+                        pool.undefine()
+                raise
+        else:
+            changes = before.differences(spec)
+            if changes:
+                if pool.isActive():
+                    raise InvalidRequest(
+                        "Cannot change %s of pool %s while it is active (%s)"
+                        % (", ".join(sorted(changes)), spec.name,
+                           "; ".join("%s: %r -> %r" % (k, a, b) for k, (a, b) in sorted(changes.items()))),
+                        hint="stop the pool first (state: stopped), then change it",
+                    )
+                self._act("redefine pool %s (%s)" % (spec.name, ", ".join(sorted(changes))),
+                          self.client.conn.storagePoolDefineXML, spec.xml(uuid=pool.UUIDString()), 0)
+        return self._converge(pool, spec, before, state, autostart, build, refresh, volumes)
+
+    def _converge(self, pool, spec, before, state, autostart, build, refresh, volumes):
+        active = bool(pool is not None and pool.isActive())
+        if state == "started" and not active:
+            self._start(pool, spec, build)
+            active = True
+        elif state == "stopped" and active:
+            self._act("stop pool %s" % spec.name, pool.destroy)
+            active = False
+        if autostart is not None and (pool is None or bool(pool.autostart()) != autostart):
+            self._act("%s autostart of pool %s" % ("enable" if autostart else "disable", spec.name),
+                      lambda: pool.setAutostart(1 if autostart else 0))
+        created = []
+        if volumes:
+            if not active:
+                raise InvalidRequest("Volumes need an active pool; pool %s is not started" % spec.name,
+                                     hint="use state: started")
+            created = self._volumes(pool, spec, volumes)
+        if refresh and active and pool is not None and not self.check_mode:
+            with libvirt_errors("refresh pool %s" % spec.name):
+                pool.refresh(0)
+        result = self._result(before, spec, pool if not self.check_mode else None)
+        result["volumes_created"] = created
+        return result
+
+    def _start(self, pool, spec, build):
+        if self.check_mode:
+            self.actions.append("start pool %s (building its target if it does not exist)" % spec.name)
+            return
+        try:
+            with libvirt_errors("start pool %s on %s" % (spec.name, self.client.uri)):
+                pool.create(0)
+            self.actions.append("start pool %s" % spec.name)
+            return
+        except Exception:
+            if not build:
+                raise
+        # For dir and netfs pools, building makes the target directory (mkdir -p); it never touches what is in it.
+        self._act("build pool %s" % spec.name, pool.build, 0)
+        self._act("start pool %s" % spec.name, pool.create, 0)
+
+    def _pool_with_target(self, target):
+        for other in self.client.list_pools():
+            if os.path.normpath(pool_target_path(other)) == os.path.normpath(target):
+                return other.name()
+        return None
+
+    def _volumes(self, pool, spec, volumes):
+        created = []
+        if not self.check_mode:
+            with libvirt_errors("refresh pool %s" % spec.name):
+                pool.refresh(0)
+        for vol in volumes:
+            path = os.path.join(spec.target, vol.path) if not os.path.isabs(vol.path) else vol.path
+            vol = dataclasses.replace(vol, path=path)
+            existing = None
+            if pool is not None:
+                try:
+                    existing = pool.storageVolLookupByName(os.path.basename(path))
+                except Exception as exc:
+                    if not is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                        raise
+            if existing is not None:
+                facts = volume_facts(existing)
+                if facts["format"] != vol.format or facts["capacity"] < vol.capacity:
+                    raise InvalidRequest(
+                        "Volume %s exists as %s of %d bytes; asked for %s of %d bytes. It is never resized or "
+                        "replaced" % (path, facts["format"], facts["capacity"], vol.format, vol.capacity))
+                continue
+            self._act("create volume %s" % path, lambda xml=vol.xml(): pool.createXML(xml, 0))
+            created.append(path)
+        return created
+
+    def _result(self, before, after_spec, pool):
+        result = {
+            "changed": bool(self.actions),
+            "actions": list(self.actions),
+            "diff": {
+                "before": before.pretty_xml() if before is not None else "",
+                "after": after_spec.pretty_xml() if after_spec is not None else "",
+            },
+        }
+        if pool is not None:
+            with libvirt_errors("read the state of pool %s" % after_spec.name):
+                state, capacity, allocation, available = pool.info()
+                result["pool"] = {
+                    "name": after_spec.name,
+                    "type": after_spec.type,
+                    "target": after_spec.target,
+                    "active": bool(pool.isActive()),
+                    "autostart": bool(pool.autostart()),
+                    "persistent": bool(pool.isPersistent()),
+                    "capacity": capacity,
+                    "allocation": allocation,
+                    "available": available,
+                }
+        return result

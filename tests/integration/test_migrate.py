@@ -51,7 +51,9 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     assert moved["summary"]["disk_processed_bytes"] > 0
     assert moved["state"]["destination"]["state"] == "running"
     assert moved["state"]["source"]["state"] == "absent"
-    assert moved["source_disks_removed"] == [guest.disk_path]
+    assert moved["storage_plan"]["mode"] == "copy_all"
+    # Removed only after the destination checked out (qemu-img check there, then migrate's own checks).
+    assert run.task("Remove the source images")["source_disks_removed"] == [guest.disk_path]
     assert lab.exec(SRC, ["test", "-e", guest.disk_path], check=False).returncode != 0
     assert_runs_only_on(guest, DST, SRC)
     last_on_src = max(n for n, _b in guest.ticks(SRC))
@@ -78,6 +80,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     assert not run.failed, run.stdout[-3000:]
     back = run.task("Live-migrate the VM")
     assert back["changed"] is True and "source_disks_removed" not in back
+    assert not [t for t in run.tasks if t["task"]["name"] == "Remove the source images"]
     assert lab.exec(DST, ["test", "-e", guest.disk_path], check=False).returncode == 0
     assert_runs_only_on(guest, SRC, DST)
     last_on_dst = max(n for n, _b in guest.ticks(DST))
@@ -121,6 +124,8 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     assert guest.state(SRC) == "running"
     assert guest.state(DST) == "absent"
     assert host_snapshot(lab, DST) == before_dst
+    # The source image is never touched by a failure.
+    assert lab.exec(SRC, ["test", "-s", guest.disk_path], check=False).returncode == 0
     last = max(n for n, _b in guest.ticks(SRC))
     guest.wait_ticks(SRC, 2, after=last)
     proof = guest.proof([SRC])

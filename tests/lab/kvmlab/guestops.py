@@ -34,7 +34,7 @@ class LabGuest:
 
     def __init__(self, lab: Lab, name: str = "tbvm", memory_mib: int = 192, disk_mib: int = 64,
                  dirty_mb: int = 0, dirty_rate: int = 0, disk_cache: str = "none", disk_dir: str = IMAGES,
-                 prefill_mib: int = 0):
+                 prefill_mib: int = 0, template: str = "", nbd: tuple | None = None):
         self.lab = lab
         self.name = name
         self.memory_mib = memory_mib
@@ -45,21 +45,52 @@ class LabGuest:
         # MiB of pattern data written at 8 MiB into the image before boot (away from the tick records at
         # 1 MiB), so that the image really allocates that much.
         self.prefill_mib = prefill_mib
+        # A base image (created with the pattern if missing) that the disk is a qcow2 overlay on.
+        self.template = template
+        # (address, port, export): the disk is a network disk served by qemu-nbd instead of a file.
+        self.nbd = nbd
         self.disk_path = f"{disk_dir}/{name}.qcow2"
         self.console_path = f"/var/log/libvirt/qemu/{name}-console.log"
         self.ctl_path = f"/var/lib/libvirt/qemu/{name}.ctl"
 
     # ------------------------------------------------------------ lifecycle
     def xml(self) -> str:
-        return guest.domain_xml(self.name, self.disk_path, memory_mib=self.memory_mib, dirty_mb=self.dirty_mb,
-                                dirty_rate=self.dirty_rate, disk_cache=self.disk_cache)
+        xml = guest.domain_xml(self.name, self.disk_path, memory_mib=self.memory_mib, dirty_mb=self.dirty_mb,
+                               dirty_rate=self.dirty_rate, disk_cache=self.disk_cache)
+        if self.nbd:
+            address, port, export = self.nbd
+            start = xml.index("    <disk type='file'")
+            end = xml.index("</disk>", start) + len("</disk>")
+            xml = xml[:start] + (
+                "    <disk type='network' device='disk'>\n"
+                f"      <driver name='qemu' type='raw' cache='{self.disk_cache}'/>\n"
+                f"      <source protocol='nbd' name='{export}'><host name='{address}' port='{port}'/></source>\n"
+                "      <target dev='vda' bus='virtio'/>\n    </disk>") + xml[end:]
+        return xml
+
+    @property
+    def disk_uri(self) -> str:
+        """What qemu-img reads the guest's disk from, on the host it runs on."""
+        if self.nbd:
+            address, port, export = self.nbd
+            return f"nbd://{address}:{port}/{export}"
+        return self.disk_path
 
     def define(self, host: str, start: bool = True) -> None:
         install_guest(self.lab)
         xml_file = f"/root/{self.name}.xml"
         self.lab.exec(host, ["sh", "-c", f"cat > {xml_file}"], input=self.xml())
-        self.lab.exec(host, f"mkdir -p {shlex.quote(self.disk_path.rsplit('/', 1)[0])} && "
-                            f"qemu-img create -q -f qcow2 {shlex.quote(self.disk_path)} {self.disk_mib}M && "
+        disk = shlex.quote(self.disk_path)
+        if self.nbd:
+            make_disk = "true"
+        elif self.template:
+            base = shlex.quote(self.template)
+            make_disk = (f"mkdir -p $(dirname {base}) && {{ test -e {base} || {{ qemu-img create -q -f qcow2 {base} "
+                         f"{self.disk_mib}M && qemu-io -f qcow2 -c 'write -P 0x5a 8M 4M' {base} >/dev/null; }}; }} && "
+                         f"qemu-img create -q -f qcow2 -F qcow2 -b {base} {disk}")
+        else:
+            make_disk = f"qemu-img create -q -f qcow2 {disk} {self.disk_mib}M"
+        self.lab.exec(host, f"mkdir -p {shlex.quote(self.disk_path.rsplit('/', 1)[0])} && {make_disk} && "
                             f"rm -f {self.console_path} && virsh -q define {xml_file}")
         if self.prefill_mib:
             self.lab.exec(host, ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 8M {self.prefill_mib}M",
@@ -72,11 +103,12 @@ class LabGuest:
         self.wait_ticks(host, ticks, timeout)
 
     def remove_everywhere(self) -> None:
-        """Destroy and undefine the guest and delete its files on every host (test cleanup)."""
+        """Destroy and undefine the guest and delete its files (and its template) on every host."""
+        files = " ".join(shlex.quote(f) for f in (self.disk_path, self.template) if f)
         for h in self.lab.hosts:
             self.lab.exec(h.name, f"virsh -q destroy {self.name} >/dev/null 2>&1; "
                                   f"virsh -q undefine {self.name} >/dev/null 2>&1; "
-                                  f"rm -f {self.disk_path} {self.console_path} /root/{self.name}.xml", check=False)
+                                  f"rm -f {files} {self.console_path} /root/{self.name}.xml", check=False)
 
     # ------------------------------------------------------------ observation
     def state(self, host: str) -> str:
@@ -111,15 +143,24 @@ class LabGuest:
     def records(self, host: str) -> dict[int, str]:
         """The tick records on the guest's disk image on `host`, read with qemu-img (force-share)."""
         raw = f"/root/{self.name}-records.raw"
-        self.lab.exec(host, f"qemu-img convert -U -O raw {shlex.quote(self.disk_path)} {raw}")
+        self.lab.exec(host, f"qemu-img convert -U -O raw {shlex.quote(self.disk_uri)} {raw}")
         data = (self.lab.host(host).root / raw.lstrip("/")).read_bytes()
         self.lab.exec(host, ["rm", "-f", raw])
         return guest.parse_records(data)
 
-    def image_info(self, host: str) -> dict:
+    def image_info(self, host: str, backing_chain: bool = False) -> dict | list:
         import json
-        out = self.lab.exec(host, ["qemu-img", "info", "-U", "--output=json", self.disk_path]).stdout
-        return json.loads(out)
+        cmd = ["qemu-img", "info", "-U", "--output=json", self.disk_path]
+        if backing_chain:
+            cmd.insert(3, "--backing-chain")
+        return json.loads(self.lab.exec(host, cmd).stdout)
+
+    def pattern_intact(self, host: str) -> bool:
+        """Whether the 4 MiB pattern at 8 MiB (written into the template, or by prefill) reads back through
+        the disk image and its backing chain on `host`."""
+        proc = self.lab.exec(host, ["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -P 0x5a 8M 4M", self.disk_path],
+                             check=False)
+        return proc.returncode == 0 and "Pattern verification failed" not in proc.stdout + proc.stderr
 
     def control(self, host: str, command: str, timeout: float = 10) -> str:
         """Send one command on the guest's control channel and return its reply line."""

@@ -50,6 +50,8 @@ READY_PORTS = ["16509/tcp", "16514/tcp", "49152-49215/tcp"]
 # Bump when the template recipe changes, so cached templates are rebuilt.
 TEMPLATE_RECIPE = "5"
 PROFILES = ("bare", "ready")
+# Where the shared directory appears in every host.
+SHARED_IN_HOST = "/srv/shared"
 
 
 class LabError(RuntimeError):
@@ -111,6 +113,10 @@ class Lab:
         return self.rundir / "inventory.yml"
 
     @property
+    def shared_dir(self) -> Path:
+        return self.rundir / "shared"
+
+    @property
     def key_path(self) -> Path:
         return self.ssh_dir / "id_ed25519"
 
@@ -147,6 +153,7 @@ class Lab:
         self._make_bridge()
         self._start_proxy()
         self._make_ssh_keys()
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
         for h in self.hosts:
             self._prepare_host(h, template)
         self._write_known_hosts()
@@ -175,6 +182,9 @@ class Lab:
             _kill_cgroup_tree(cg_root / CGROUP_SLICE)
         self._kill_controller_ssh()
         self._stop_proxy()
+        for pid in _pids_matching("qemu-nbd"):
+            if str(self.rundir) in _cmdline(pid):
+                _terminate(pid)
         _umount_below(self.rundir)
         for cg_root in CGROUP_ROOTS:
             _remove_cgroup_tree(cg_root / CGROUP_SLICE)
@@ -201,6 +211,27 @@ class Lab:
         if check and proc.returncode != 0:
             raise LabError(f"{name}: {' '.join(cmd)} failed (rc={proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
+
+    def serve_nbd(self, export: str, size_mib: int = 64, port: int = 10809) -> tuple[str, int, str]:
+        """Serve a fresh qcow2 image over NBD from the bridge address (a third party to the hosts): a disk
+        that every host reaches over the network, i.e. shared storage without NFS.  Stopped by `down`."""
+        directory = self.rundir / "nbd"
+        directory.mkdir(parents=True, exist_ok=True)
+        image = directory / f"{export}.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{size_mib}M"])
+        log_file = open(directory / f"{export}.log", "wb")
+        proc = subprocess.Popen(
+            ["qemu-nbd", "--persistent", "--shared=8", "--cache=none", "-f", "qcow2", "-b", GATEWAY, "-p", str(port),
+             "-x", export, str(image)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        for _attempt in range(50):
+            if _port_open(GATEWAY, port):
+                return GATEWAY, port, export
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise LabError(f"qemu-nbd did not start: {(directory / f'{export}.log').read_text()}")
 
     def ssh_command(self, name: str) -> list[str]:
         h = self.host(name)
@@ -351,7 +382,9 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
 
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         cmd = ["systemd-nspawn", "-D", str(h.root), "-M", h.name, "-b", "--register=no", "--keep-unit",
-               f"--network-bridge={BRIDGE}", "--console=read-only"]
+               f"--network-bridge={BRIDGE}", "--console=read-only",
+               # One directory seen by every host at the same path: what an NFS mount gives hypervisors.
+               f"--bind={self.shared_dir}:{SHARED_IN_HOST}"]
         console = open(h.dir / "console.log", "wb")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                 env=env, preexec_fn=enter_own_cgroup)

@@ -14,7 +14,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._migration import (
     MigrationRequest,
     summarize,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._preflight import Located
+from ansible_collections.kvm.migration.plugins.module_utils._preflight import Located, StoragePlan
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
 
 TEST_DOMAIN = ("<domain type='test'><name>vm1</name><memory>1024</memory>"
                "<os><type>hvm</type></os></domain>")
@@ -47,21 +48,31 @@ def checks(hosts, **kw):
     return {c.name: c for c in report.checks}, report
 
 
-def test_plan_copies_only_writable_local_disks_with_their_exact_size(hosts, tmp_path):
+def located_with(dom, storage):
+    return Located(source_domain=dom, spec=DomainSpec.from_xml(dom.XMLDesc(0)), storage=storage)
+
+
+def test_plan_flags_and_parameters_follow_the_storage_plan(hosts, tmp_path):
     source, _dest = hosts
     dom = source.lookup_domain("vm1")
-    located = Located(source_domain=dom, spec=DomainSpec.from_xml(dom.XMLDesc(0)))
-    plan = migration(hosts, bandwidth=100).plan(located)
+    disk = VolumeSpec(str(tmp_path / "images" / "vm1.qcow2"), "qcow2", dom.blockInfo("vda")[0])
+    copy_all = located_with(dom, StoragePlan("copy_all", "copy_all", copy=[("vda", disk, 1 << 20)]))
+    plan = migration(hosts, bandwidth=100).plan(copy_all)
     assert plan.flag_names == ["live", "peer2peer", "abort_on_error", "persist_dest", "non_shared_disk"]
-    # The read-only ISO stays where it is.
-    assert [(v.path, v.format) for v in plan.volumes] == [(str(tmp_path / "images" / "vm1.qcow2"), "qcow2")]
-    assert plan.volumes[0].capacity == dom.blockInfo("vda")[0]
+    assert plan.volumes == [disk]
     assert plan.params["migrate_disks"] == ["vda"]
     assert plan.params["bandwidth"] == 100
     # 800 s per GiB of RAM (256 MiB) plus the disk's virtual size.
-    assert plan.timeout == int(800 * (256 * 2 ** 20 + plan.volumes[0].capacity) / 2 ** 30)
-    unsafe = migration(hosts, allow_unsafe=True, persistent=False).plan(located)
-    assert unsafe.flag_names == ["live", "peer2peer", "abort_on_error", "non_shared_disk", "unsafe"]
+    assert plan.timeout == int(800 * (256 * 2 ** 20 + disk.capacity) / 2 ** 30)
+    unsafe = migration(hosts, allow_unsafe=True, persistent=False, tls=True).plan(copy_all)
+    assert unsafe.flag_names == ["live", "peer2peer", "abort_on_error", "non_shared_disk", "unsafe", "tls"]
+    incremental = located_with(dom, StoragePlan("copy_incremental", "copy_incremental", copy=[("vda", disk, 1)],
+                                                incremental=True))
+    assert "non_shared_inc" in migration(hosts).plan(incremental).flag_names
+    # Shared storage: nothing copied; proven-shared file storage needs VIR_MIGRATE_UNSAFE.
+    shared = migration(hosts).plan(located_with(dom, StoragePlan("shared", "shared", shared=["vda"], unsafe=True)))
+    assert shared.flag_names == ["live", "peer2peer", "abort_on_error", "persist_dest", "unsafe"]
+    assert shared.volumes == [] and "migrate_disks" not in shared.params
 
 
 def test_same_host_uuid_is_a_blocker(hosts, monkeypatch):
@@ -132,9 +143,18 @@ def test_unsafe_cache_is_a_blocker_unless_allowed(hosts, tmp_path):
     assert found["cache"].status == "pass"
 
 
+def test_a_read_only_image_missing_on_the_destination_is_a_blocker(hosts, tmp_path):
+    found, _report = checks(hosts)
+    assert found["storage"].status == "fail"
+    assert found["storage"].message == f"{tmp_path}/iso/install.iso (sda, read-only) is not on the destination"
+
+
 def test_files_at_the_disk_path_on_destination_are_a_blocker(hosts, tmp_path):
     _source, dest = hosts
     dest.open().conn.storagePoolCreateXML(
+        "<pool type='dir'><name>iso</name><target><path>%s</path></target></pool>" % (tmp_path / "iso"), 0
+    ).createXML("<volume><name>install.iso</name><capacity>1</capacity></volume>", 0)
+    dest.conn.storagePoolCreateXML(
         "<pool type='dir'><name>d</name><target><path>%s</path></target></pool>" % (tmp_path / "images"), 0
     ).createXML("<volume><name>vm1.qcow2</name><capacity>1</capacity></volume>", 0)
     found, _report = checks(hosts)

@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY.
+# This file is private to kvm.migration and may change in any release without notice.
+
+"""NFS exports (exports(5)): validate clients and options, render and parse export lines.  Plain Python."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest
+
+# exports(5) options; those with "=" take a value.
+FLAG_OPTIONS = {
+    "rw", "ro", "sync", "async", "secure", "insecure", "wdelay", "no_wdelay", "hide", "nohide", "crossmnt",
+    "subtree_check", "no_subtree_check", "secure_locks", "insecure_locks", "auth_nlm", "no_auth_nlm", "mountpoint",
+    "mp", "nordirplus", "pnfs", "no_pnfs", "security_label", "root_squash", "no_root_squash", "all_squash",
+    "no_all_squash",
+}
+VALUE_OPTIONS = {"fsid", "refer", "replicas", "anonuid", "anongid", "sec", "mountpoint", "mp", "xprtsec"}
+CONTRADICTIONS = [("rw", "ro"), ("sync", "async"), ("root_squash", "no_root_squash"), ("all_squash", "no_all_squash"),
+                  ("secure", "insecure"), ("wdelay", "no_wdelay"), ("hide", "nohide"),
+                  ("subtree_check", "no_subtree_check")]
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+WILDCARD = re.compile(r"^[A-Za-z0-9*?.\[\]-]+$")
+
+
+def client_kind(host):
+    """'any', 'host', 'address', 'network', 'wildcard' or 'netgroup' for an exports(5) client."""
+    if host == "*":
+        return "any"
+    if host.startswith("@"):
+        return "netgroup"
+    try:
+        net = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        net = None
+    if net is not None:
+        return "address" if net.num_addresses == 1 else "network"
+    if any(c in host for c in "*?["):
+        if not WILDCARD.match(host):
+            raise InvalidRequest("Client %r is not a valid hostname pattern" % host)
+        return "wildcard"
+    if not HOSTNAME.match(host):
+        raise InvalidRequest("Client %r is not a hostname, address, network, wildcard or @netgroup" % host)
+    return "host"
+
+
+def validate_options(host, options):
+    """The options of one client, checked against exports(5); returns them without duplicates, in order."""
+    seen = []
+    for opt in options:
+        name, _sep, value = opt.partition("=")
+        if not re.match(r"^[a-z_]+$", name):
+            raise InvalidRequest("Client %s: %r is not an export option" % (host, opt))
+        if value and name not in VALUE_OPTIONS:
+            raise InvalidRequest("Client %s: option %s takes no value" % (host, name))
+        if not value and name not in FLAG_OPTIONS:
+            raise InvalidRequest(
+                "Client %s: unknown export option %r" % (host, opt)
+                if name not in VALUE_OPTIONS else "Client %s: option %s needs a value (%s=...)" % (host, name, name))
+        if any(c in value for c in " ,()"):
+            raise InvalidRequest("Client %s: the value of %s may not contain spaces, commas or parentheses" % (host, name))
+        if opt not in seen:
+            seen.append(opt)
+    names = {o.partition("=")[0] for o in seen}
+    for a, b in CONTRADICTIONS:
+        if a in names and b in names:
+            raise InvalidRequest("Client %s: options %s and %s contradict each other" % (host, a, b))
+    return seen
+
+
+def validate_export(path, clients, allow_any_client=False):
+    """Check an export; returns the normalized clients [{'host', 'options'}]."""
+    if not path.startswith("/") or any(c.isspace() for c in path) or '"' in path:
+        raise InvalidRequest("Export path %r must be absolute and without spaces or quotes" % path)
+    if not clients:
+        raise InvalidRequest("Export %s has no clients; name the hypervisors that may mount it" % path)
+    result = []
+    for client in clients:
+        host = client["host"]
+        kind = client_kind(host)
+        if kind == "any" and not allow_any_client:
+            raise InvalidRequest(
+                "Export %s to every host ('*') needs allow_any_client: true; list the hypervisors instead" % path)
+        options = validate_options(host, client.get("options") or [])
+        if "no_root_squash" in options and kind not in ("host", "address"):
+            raise InvalidRequest(
+                "Client %s: no_root_squash gives root on every matching machine root on the export; allow it only for "
+                "single hypervisors (a hostname or one address), not a %s" % (host, kind))
+        result.append({"host": host, "options": options})
+    hosts = [c["host"] for c in result]
+    duplicates = sorted({h for h in hosts if hosts.count(h) > 1})
+    if duplicates:
+        raise InvalidRequest("Export %s lists clients more than once: %s" % (path, ", ".join(duplicates)))
+    return result
+
+
+def render_line(path, clients):
+    return "%s %s" % (path, " ".join("%s(%s)" % (c["host"], ",".join(c["options"])) if c["options"] else c["host"]
+                                     for c in clients))
+
+
+def find_line(text, path):
+    """Index of the line that exports `path` in an exports file's text, or None."""
+    for i, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and stripped.split()[0].strip('"') == path:
+            return i
+    return None

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest
+from ansible_collections.kvm.migration.plugins.module_utils._nfs import (
+    client_kind,
+    find_line,
+    render_line,
+    validate_export,
+    validate_options,
+)
+
+
+@pytest.mark.parametrize("host, kind", [
+    ("*", "any"), ("@hypervisors", "netgroup"), ("10.0.0.5", "address"), ("10.0.0.0/24", "network"),
+    ("10.0.0.5/32", "address"), ("fd00::1", "address"), ("*.example.com", "wildcard"), ("hv1.example.com", "host"),
+    ("hv-a", "host"),
+])
+def test_client_kinds(host, kind):
+    assert client_kind(host) == kind
+
+
+@pytest.mark.parametrize("host", ["hv 1", "-bad", "a..b", "x(y)"])
+def test_invalid_clients(host):
+    with pytest.raises(InvalidRequest):
+        client_kind(host)
+
+
+def test_options_are_checked_against_exports5():
+    assert validate_options("h", ["rw", "sync", "rw", "anonuid=64055", "sec=sys"]) == ["rw", "sync", "anonuid=64055", "sec=sys"]
+    for bad, message in ((["rw", "ro"], "rw and ro contradict"), (["bogus"], "unknown export option 'bogus'"),
+                         (["rw=1"], "option rw takes no value"), (["anonuid"], "option anonuid needs a value"),
+                         (["fsid=1,2"], "may not contain"), (["sync", "async"], "sync and async contradict")):
+        with pytest.raises(InvalidRequest, match=message):
+            validate_options("h", bad)
+
+
+def test_every_host_needs_consent():
+    with pytest.raises(InvalidRequest, match=r"to every host \('\*'\) needs allow_any_client"):
+        validate_export("/export", [{"host": "*", "options": ["ro"]}])
+    assert validate_export("/export", [{"host": "*", "options": ["ro"]}], allow_any_client=True)
+
+
+@pytest.mark.parametrize("host", ["10.0.0.0/24", "*.example.com", "@hypervisors"])
+def test_no_root_squash_only_for_single_hosts(host):
+    with pytest.raises(InvalidRequest, match="allow it only for single hypervisors"):
+        validate_export("/export", [{"host": host, "options": ["rw", "no_root_squash"]}])
+
+
+def test_export_shape_checks():
+    for path, clients, message in (("relative", [{"host": "h"}], "must be absolute"),
+                                   ("/with space", [{"host": "h"}], "must be absolute"),
+                                   ("/export", [], "has no clients"),
+                                   ("/export", [{"host": "h"}, {"host": "h"}], "more than once: h")):
+        with pytest.raises(InvalidRequest, match=message):
+            validate_export(path, clients)
+
+
+def test_render_and_find():
+    clients = validate_export("/export/vm", [{"host": "hv1", "options": ["rw", "no_root_squash"]}, {"host": "hv2"}])
+    line = render_line("/export/vm", clients)
+    assert line == "/export/vm hv1(rw,no_root_squash) hv2"
+    text = "# comment /export/vm\n/srv/other h(ro)\n" + line + "\n"
+    assert find_line(text, "/export/vm") == 2
+    assert find_line(text, "/export") is None
+    assert find_line('"/export/vm" h(rw)\n', "/export/vm") == 0
