@@ -20,6 +20,15 @@ import os
 import threading
 import time
 
+from ansible_collections.kvm.migration.plugins.module_utils import _measure
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import (
+    ACTIONS,
+    MIB,
+    Controller,
+    Policy,
+    Workload,
+    predict,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, describe, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
@@ -33,6 +42,9 @@ from ansible_collections.kvm.migration.plugins.module_utils._preflight import Pr
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
 
 STORAGE_MODES = ("auto", "shared", "copy_all", "copy_incremental")
+COMPRESSION_METHODS = ("none", "xbzrle", "zlib", "zstd")
+# The auto strategy raises the allowed downtime step by step up to this (Nova's and oVirt's ceiling).
+AUTO_MAX_DOWNTIME = 500
 # Nova's live_migration_completion_timeout: 800 s per GiB of RAM plus copied disk.
 DEFAULT_SECONDS_PER_GIB = 800
 MIN_DEFAULT_TIMEOUT = 120
@@ -71,6 +83,19 @@ class MigrationRequest:
     allow_unsafe: bool = False
     memory_margin: int = 256
     tls: bool = False
+    strategy: str = "auto"
+    max_downtime: int = 300
+    downtime_schedule: list = None
+    downtime_step_interval: float = 5.0
+    parallel_connections: int = 0
+    compression: str = "none"
+    auto_converge: bool = None
+    postcopy: str = "off"
+    completion_timeout: int = DEFAULT_SECONDS_PER_GIB
+    completion_action: str = "abort"
+    progress_timeout: int = 150
+    progress_action: str = "abort"
+    measure_mib: int = 32
 
     @classmethod
     def from_params(cls, params):
@@ -85,6 +110,35 @@ class MigrationRequest:
                                                            self.poll_interval))
         if self.storage not in STORAGE_MODES:
             raise InvalidRequest("Unsupported storage mode %r (supported: %s)" % (self.storage, ", ".join(STORAGE_MODES)))
+        if self.strategy not in ("auto", "manual"):
+            raise InvalidRequest("strategy must be auto or manual, not %r" % self.strategy)
+        if self.postcopy not in ("off", "immediate", "on_demand"):
+            raise InvalidRequest("postcopy must be off, immediate or on_demand, not %r" % self.postcopy)
+        if self.compression not in COMPRESSION_METHODS:
+            raise InvalidRequest("compression must be one of %s" % ", ".join(COMPRESSION_METHODS))
+        for name in ("completion_action", "progress_action"):
+            action = getattr(self, name)
+            if action not in ACTIONS:
+                raise InvalidRequest("%s must be one of %s, not %r" % (name, ", ".join(ACTIONS), action))
+            if action == "postcopy" and self.postcopy == "off":
+                raise InvalidRequest("%s postcopy needs postcopy: on_demand (or immediate)" % name)
+        if self.max_downtime < 1 or self.parallel_connections < 0 or self.completion_timeout < 0 \
+                or self.progress_timeout < 0 or self.downtime_step_interval <= 0 or self.measure_mib < 1:
+            raise InvalidRequest("max_downtime and measure_mib must be positive; parallel_connections, "
+                                 "completion_timeout and progress_timeout >= 0; downtime_step_interval > 0")
+        if self.downtime_schedule and any((not isinstance(d, int)) or d < 1 for d in self.downtime_schedule):
+            raise InvalidRequest("downtime_schedule must be a list of positive milliseconds")
+
+    def schedule(self):
+        """The downtimes (ms) the migration may step through as progress stalls, lowest first."""
+        if self.downtime_schedule:
+            return sorted(self.downtime_schedule)
+        if self.strategy == "auto" and self.max_downtime < AUTO_MAX_DOWNTIME:
+            steps = [self.max_downtime]
+            while steps[-1] < AUTO_MAX_DOWNTIME:
+                steps.append(min(AUTO_MAX_DOWNTIME, steps[-1] + 100))
+            return steps
+        return [self.max_downtime]
 
 
 @dataclasses.dataclass
@@ -114,8 +168,9 @@ class Migration:
                          source_stager=self.source_stager).run()
 
     # ------------------------------------------------------------------ plan
-    def plan(self, located):
+    def plan(self, located, tuning=None):
         req = self.request
+        tuning = tuning or {}
         storage = located.storage
         names = ["LIVE", "PEER2PEER", "ABORT_ON_ERROR"]
         if req.persistent:
@@ -126,6 +181,14 @@ class Migration:
             names.append("UNSAFE")
         if req.tls:
             names.append("TLS")
+        if tuning.get("auto_converge"):
+            names.append("AUTO_CONVERGE")
+        if tuning.get("postcopy", "off") != "off":
+            names.append("POSTCOPY")
+        if req.parallel_connections:
+            names.append("PARALLEL")
+        if req.compression != "none":
+            names.append("COMPRESSED")
         flags = 0
         for n in names:
             flags |= getattr(libvirt, "VIR_MIGRATE_" + n)
@@ -138,10 +201,14 @@ class Migration:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = req.migrate_uri
         if req.disks_uri:
             params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = req.disks_uri
+        if req.parallel_connections:
+            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(req.parallel_connections)
+        if req.compression != "none":
+            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = [req.compression]
         timeout = req.timeout
         if not timeout:
             moved = located.spec.memory_kib * 1024 + sum(v.capacity for _t, v, _a in storage.copy)
-            timeout = max(MIN_DEFAULT_TIMEOUT, int(DEFAULT_SECONDS_PER_GIB * moved / GIB))
+            timeout = max(MIN_DEFAULT_TIMEOUT, int(req.completion_timeout * moved / GIB))
         return Plan(flags=flags, flag_names=[n.lower() for n in names], params=params,
                     volumes=[v for _t, v, _a in storage.copy], timeout=timeout, storage=storage)
 
@@ -165,7 +232,9 @@ class Migration:
         if report.verdict == "fail":
             raise PreflightFailed(req.name, self.dest.uri, report)
 
-        plan = self.plan(located)
+        tuning = self._choose_strategy(located, check_mode)
+        plan = self.plan(located, tuning)
+        result["strategy"] = {k: v for k, v in tuning.items() if k != "policy"}
         result.update({
             "changed": True,
             "operation": "migrate",
@@ -183,6 +252,11 @@ class Migration:
 
         uuid = src.UUIDString()
         was_paused = state_name(src) == "paused"
+        self.controller = Controller(Policy(
+            completion_timeout=plan.timeout, completion_action=req.completion_action,
+            progress_timeout=req.progress_timeout, progress_action=req.progress_action,
+            downtime_schedule=tuning["downtime_schedule"], step_interval=req.downtime_step_interval,
+            postcopy=tuning["postcopy"], switch_when_stalled=req.strategy == "auto"))
         try:
             self._stage_templates(plan.storage)
             for vol in plan.volumes:
@@ -193,14 +267,22 @@ class Migration:
             removed = self.stager.rollback()
             exc.details.setdefault("removed_from_destination", removed)
             raise
+        if error is not None and self.controller.postcopy_started:
+            error = self._resume_postcopy(src, plan, error)
         if error is not None:
             self._recover(uuid, error, aborted_by, was_paused)  # raises unless the guest did arrive
         dst = self._verify_destination(uuid, plan.volumes)
+        if self.controller.paused and not was_paused and state_name(dst) == "paused":
+            with libvirt_errors("resume %s on the destination (it was paused to finish the migration)" % req.name):
+                dst.resume()
         stats = self._completed_stats(src, dst)
         if req.undefine_source:
             self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
         if req.source_cleanup:
             result["source_disks_removed"] = self._cleanup_source(uuid, plan.volumes)
+        result["strategy"]["events"] = [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]
+        result["strategy"]["finished_by"] = ("post-copy" if self.controller.postcopy_started else
+                                             "pausing the guest" if self.controller.paused else "pre-copy")
         result.update({
             "volumes_created": list(self.stager.created),
             "stats": stats,
@@ -225,7 +307,8 @@ class Migration:
             template.update(action="copied", sha256=sent)
 
     def _run_and_monitor(self, dom, plan):
-        """Run migrateToURI3 in a thread, poll the job, and abort it when the timeout passes."""
+        """Run migrateToURI3 in a thread; poll the job and let the controller steer it (downtime steps,
+        post-copy switch, pause, abort).  Returns (error, what aborted it)."""
         outcome = {}
 
         def worker():
@@ -234,31 +317,122 @@ class Migration:
             except Exception as exc:  # the monitor decides what the failure means
                 outcome["error"] = exc
 
+        policy = self.controller.policy
+        try:
+            dom.migrateSetMaxDowntime(policy.downtime_schedule[0], 0)
+        except Exception:  # older libvirt wants a running job; the first poll sets it again
+            pass
         thread = threading.Thread(target=worker, name="migrate-%s" % self.request.name, daemon=True)
         started = time.monotonic()
         thread.start()
         aborted_by = None
+        first = True
         while thread.is_alive():
             thread.join(self.request.poll_interval)
             if not thread.is_alive():
                 break
             elapsed = time.monotonic() - started
-            self._sample(dom, elapsed)
-            if aborted_by is None and elapsed > plan.timeout:
-                aborted_by = "the migration did not finish within its timeout of %d s" % plan.timeout
-                try:
-                    dom.abortJob()
-                except Exception:  # the job may have just finished
-                    pass
+            stats = self._sample(dom, elapsed)
+            if stats is None:
+                continue
+            if first:
+                self._act(dom, "set_downtime", policy.downtime_schedule[0])
+                first = False
+            for action, value, reason in self.controller.decide(elapsed, stats):
+                self._act(dom, action, value)
+                if action == "abort" and aborted_by is None:
+                    aborted_by = "the migration was aborted: %s" % reason
         return outcome.get("error"), aborted_by
 
+    def _act(self, dom, action, value):
+        try:
+            if action == "set_downtime":
+                dom.migrateSetMaxDowntime(int(value), 0)
+            elif action == "postcopy":
+                dom.migrateStartPostCopy(0)
+            elif action == "pause":
+                dom.suspend()
+            elif action == "abort":
+                dom.abortJob()
+        except Exception as exc:  # the job may have just finished; the outcome tells
+            self.controller.events.append((0.0, "failed %s" % action, str(exc).strip()))
+
+    def _choose_strategy(self, located, check_mode=False):
+        """Flags and steering for this migration.  manual: as the options say.  auto: measure the guest's dirty
+        rate and the bandwidth, predict, and pick pre-copy, auto-converge or post-copy before starting."""
+        req = self.request
+        tuning = {"requested": req.strategy, "downtime_schedule": req.schedule(), "postcopy": req.postcopy,
+                  "auto_converge": bool(req.auto_converge)}
+        if req.strategy == "manual":
+            tuning["chosen"] = ("post-copy" if req.postcopy == "immediate" else
+                                "auto-converge" if req.auto_converge else "pre-copy")
+            return tuning
+        dom = located.source_domain
+        rate = _measure.dirty_rate(self.source, dom, 1)
+        if req.bandwidth:
+            bandwidth = {"mib_per_s": float(req.bandwidth), "source": "bandwidth cap"}
+        elif check_mode:
+            # Measuring writes a scratch volume on the destination: not in check mode.
+            tuning.update(measured={"dirty_rate_mib_s": rate["mib_per_s"]}, chosen="decided when the migration runs",
+                          note="the bandwidth is measured only for a real run (or give bandwidth)")
+            return tuning
+        else:
+            directory = os.path.dirname(located.storage.copy[0][1].path) if located.storage.copy else "/var/lib/libvirt/images"
+            bandwidth = dict(_measure.bandwidth(self.stager, directory, req.measure_mib), source="measured")
+        memory = located.spec.memory_kib * 1024
+        workload = Workload(
+            ram_bytes=_measure.touched_ram(dom, memory),
+            dirty_rate=rate["mib_per_s"] * MIB,
+            bandwidth=(bandwidth["mib_per_s"] or 1) * MIB,
+            disk_bytes=sum(a for _t, _v, a in located.storage.copy),
+            max_downtime=tuning["downtime_schedule"][-1] / 1000.0,
+            postcopy_allowed=req.postcopy != "off",
+            auto_converge_allowed=req.auto_converge is not False,
+        )
+        prediction = predict(workload)
+        tuning.update(measured={"dirty_rate_mib_s": rate["mib_per_s"], "bandwidth": bandwidth,
+                                "touched_ram_bytes": workload.ram_bytes},
+                      prediction=prediction.as_dict())
+        if prediction.strategy == "offline":
+            raise InvalidRequest(
+                "Migration of %s would not converge (%s), and neither post-copy nor auto-converge is allowed"
+                % (req.name, "; ".join(prediction.reasons)),
+                hint="allow postcopy (postcopy: on_demand) or auto_converge, cap the guest's load, or migrate it offline",
+                details={"strategy": tuning})
+        if prediction.strategy == "postcopy":
+            tuning["postcopy"] = "immediate"
+            tuning["chosen"] = "post-copy"
+        else:
+            # Auto-converge costs nothing while pre-copy progresses (QEMU throttles only when rounds do not
+            # shrink), so the auto strategy keeps it on as the safety net unless told otherwise.
+            tuning["auto_converge"] = req.auto_converge is not False
+            tuning["chosen"] = "auto-converge" if prediction.strategy == "auto_converge" else "pre-copy"
+        return tuning
+
+    def _resume_postcopy(self, src, plan, error):
+        """A post-copy migration failed after the switch: the guest's memory is split between the hosts, so
+        neither side may be destroyed.  Try to resume it (libvirt 8.5+), a few times."""
+        flag = getattr(libvirt, "VIR_MIGRATE_POSTCOPY_RESUME", 0)
+        if not flag:
+            return error
+        for attempt in range(1, 4):
+            time.sleep(2)
+            try:
+                src.migrateToURI3(self.request.dest_uri, plan.params, plan.flags | flag)
+                self.controller.events.append((0.0, "postcopy resumed", "attempt %d after: %s" % (attempt, error)))
+                return None
+            except Exception as exc:  # keep the last reason
+                error = exc
+        return error
+
     def _sample(self, dom, elapsed):
+        """Record a progress sample; returns the raw job statistics (None when no job runs)."""
         try:
             stats = dom.jobStats(0)
         except Exception:  # the domain may have just left
-            return
+            return None
         if not stats or stats.get("type", 0) == 0:
-            return
+            return None
         sample = {"t": round(elapsed, 2)}
         for key, name in SAMPLE_KEYS.items():
             if key in stats:
@@ -267,6 +441,7 @@ class Migration:
         if len(self.progress) > MAX_SAMPLES:
             # Keep the first sample and thin out the rest evenly.
             self.progress = self.progress[:1] + self.progress[2::2]
+        return stats
 
     def _recover(self, uuid, error, aborted_by, was_paused):
         """After a failed migration: make sure the guest runs in exactly one place, then raise."""
@@ -276,6 +451,15 @@ class Migration:
             reason = "%s (%s)" % (aborted_by, reason)
         src = self.source.lookup_domain_by_uuid(uuid)
         dst = self.dest.lookup_domain_by_uuid(uuid)
+        if getattr(self, "controller", None) is not None and self.controller.postcopy_started:
+            raise OperationFailed(
+                "Post-copy migration of %s to %s failed and could not be resumed: %s. The guest's memory is split "
+                "between the two hosts, so nothing was destroyed or deleted on either"
+                % (req.name, req.dest_uri, reason),
+                hint="fix the connection, then: virsh migrate --postcopy --postcopy-resume %s %s" % (req.name, req.dest_uri),
+                details={"guest_location": "split (post-copy)", "progress": self.progress,
+                         "state": self._final_state(src, dst)},
+            )
         if src is not None and src.isActive():
             if state_name(src) == "paused" and not was_paused:
                 with libvirt_errors("resume %s on the source after the failed migration" % req.name):

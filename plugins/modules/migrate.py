@@ -78,12 +78,101 @@ options:
       - Bandwidth cap for the migration in MiB/s. V(0) means no cap.
     type: int
     default: 0
+  strategy:
+    description:
+      - V(auto) - before starting, measure the guest's dirty rate (and the bandwidth, unless O(bandwidth) caps it),
+        predict whether pre-copy converges (see M(kvm.migration.dirtyrate)) and choose - pre-copy (with auto-converge
+        as a safety net), auto-converge, or post-copy when O(postcopy) allows it; refuse, before any change, a
+        migration that cannot finish. While it runs, raise the allowed downtime step by step (O(max_downtime) up to
+        500 ms) as progress stalls, then switch to post-copy when allowed.
+      - V(manual) - exactly the flags the options ask for, and the downtime schedule in O(downtime_schedule).
+      - The result's RV(strategy) holds what was measured, predicted and chosen, and what happened.
+    type: str
+    choices: [auto, manual]
+    default: auto
+  max_downtime:
+    description:
+      - The longest pause of the guest at the switch-over, in milliseconds, at the start.
+    type: int
+    default: 300
+  downtime_schedule:
+    description:
+      - Downtimes (ms) to step through, lowest first, each time progress stalls for O(downtime_step_interval) seconds
+        (as oVirt does, 100 -> 150 -> 200 -> 300 -> 400 -> 500). Default - O(max_downtime) only with V(manual); with
+        V(auto), steps of 100 ms from O(max_downtime) up to 500 ms.
+    type: list
+    elements: int
+  downtime_step_interval:
+    description:
+      - Seconds without progress before the next step of the downtime schedule.
+    type: float
+    default: 5
+  parallel_connections:
+    description:
+      - Migrate RAM over this many connections (C(VIR_MIGRATE_PARALLEL), multifd); about one per 10 Gbit/s of link.
+        V(0) uses one.
+    type: int
+    default: 0
+  compression:
+    description:
+      - Compress the RAM stream (C(VIR_MIGRATE_COMPRESSED)). V(xbzrle) sends deltas of re-dirtied pages and helps
+        guests that rewrite the same memory; V(zlib) and V(zstd) need O(parallel_connections).
+    type: str
+    choices: [none, xbzrle, zlib, zstd]
+    default: none
+  auto_converge:
+    description:
+      - Throttle the guest's vCPUs when pre-copy does not progress (C(VIR_MIGRATE_AUTO_CONVERGE)). Not given - off with
+        V(manual), on with V(auto) (it costs nothing while pre-copy progresses).
+    type: bool
+  postcopy:
+    description:
+      - V(off) - never.
+      - V(immediate) - switch to post-copy as soon as RAM is being sent (after the disk copy; a switch during the disk
+        copy would be ignored by QEMU).
+      - V(on_demand) - enable it, and switch when a timeout action or the V(auto) strategy asks for it.
+      - Post-copy needs C(vm.unprivileged_userfaultfd=1) on the destination (the C(hypervisor_prep) role sets it with
+        C(hypervisor_prep_postcopy)). Once switched, the migration cannot be aborted; if it fails, the module tries to
+        resume it and never destroys either side.
+    type: str
+    choices: ["off", immediate, on_demand]
+    default: "off"
+  completion_timeout:
+    description:
+      - Seconds per GiB of RAM plus copied disk after which O(completion_action) is taken (Nova's 800), at least 120
+        seconds in all. O(timeout) overrides it.
+    type: int
+    default: 800
+  completion_action:
+    description:
+      - What to do when the completion timeout passes - V(abort) (the guest keeps running on the source), V(postcopy)
+        (switch; needs O(postcopy)), or V(pause) (pause the guest so the copy finishes, as C(virsh --timeout-suspend);
+        it runs again on the destination).
+    type: str
+    choices: [abort, postcopy, pause]
+    default: abort
+  progress_timeout:
+    description:
+      - Seconds without progress (the data remaining does not shrink) after which O(progress_action) is taken, as
+        KubeVirt's 150. V(0) never.
+    type: int
+    default: 150
+  progress_action:
+    description:
+      - What to do when the progress timeout passes; see O(completion_action).
+    type: str
+    choices: [abort, postcopy, pause]
+    default: abort
+  measure_mib:
+    description:
+      - MiB sent to the destination to measure the bandwidth (V(auto) strategy without O(bandwidth)).
+    type: int
+    default: 32
   timeout:
     description:
-      - Abort the migration if it has not finished after this many seconds; the guest then keeps running on the
-        source.
-      - V(0) derives the timeout from the amount of data, 800 seconds per GiB of RAM plus copied disk (at least
-        120 seconds), as OpenStack Nova does.
+      - Seconds after which O(completion_action) is taken, whatever the amount of data. V(0) uses
+        O(completion_timeout).
+      - libvirt and QEMU never give up on a migration that does not converge; these timeouts are what stop it.
     type: int
     default: 0
   poll_interval:
@@ -93,7 +182,8 @@ options:
     default: 0.5
 notes:
   - The migration is peer-to-peer (C(VIR_MIGRATE_PEER2PEER)) with C(VIR_MIGRATE_ABORT_ON_ERROR).
-  - libvirt and QEMU never give up on a migration that does not converge; O(timeout) is what stops it.
+  - libvirt and QEMU never give up on a migration that does not converge; the completion and progress timeouts are
+    what stop it.
 seealso:
   - module: kvm.migration.migration_info
   - name: libvirt migration documentation
@@ -126,6 +216,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+strategy:
+  description:
+    - How the migration was steered - C(requested) (auto or manual), C(measured) (dirty rate, bandwidth, touched RAM;
+      auto only), C(prediction) (see M(kvm.migration.dirtyrate); auto only), C(chosen), the C(downtime_schedule),
+      C(events) (downtime steps, post-copy switch, pause, abort, each with the time and the reason) and C(finished_by)
+      (pre-copy, post-copy or pausing the guest).
+  returned: when operation is migrate
+  type: dict
+  sample: {requested: auto, chosen: auto-converge, downtime_schedule: [300, 400, 500],
+           measured: {dirty_rate_mib_s: 36.0, bandwidth: {mib_per_s: 23.8, source: bandwidth cap}},
+           prediction: {converges: false, strategy: auto_converge, rho: 1.51},
+           events: [{t: 12.0, event: set_downtime 400, reason: no progress for 5 s}], finished_by: pre-copy}
 preflight:
   description:
     - The preflight report, see M(kvm.migration.preflight). When it has blockers, the module fails and the report is
@@ -271,6 +373,19 @@ def main():
         "undefine_source": {"type": "bool", "default": True},
         "source_cleanup": {"type": "bool", "default": False},
         "tls": {"type": "bool", "default": False},
+        "strategy": {"type": "str", "default": "auto", "choices": ["auto", "manual"]},
+        "max_downtime": {"type": "int", "default": 300},
+        "downtime_schedule": {"type": "list", "elements": "int"},
+        "downtime_step_interval": {"type": "float", "default": 5},
+        "parallel_connections": {"type": "int", "default": 0},
+        "compression": {"type": "str", "default": "none", "choices": ["none", "xbzrle", "zlib", "zstd"]},
+        "auto_converge": {"type": "bool"},
+        "postcopy": {"type": "str", "default": "off", "choices": ["off", "immediate", "on_demand"]},
+        "completion_timeout": {"type": "int", "default": 800},
+        "completion_action": {"type": "str", "default": "abort", "choices": ["abort", "postcopy", "pause"]},
+        "progress_timeout": {"type": "int", "default": 150},
+        "progress_action": {"type": "str", "default": "abort", "choices": ["abort", "postcopy", "pause"]},
+        "measure_mib": {"type": "int", "default": 32},
         "bandwidth": {"type": "int", "default": 0},
         "timeout": {"type": "int", "default": 0},
         "poll_interval": {"type": "float", "default": 0.5},

@@ -233,6 +233,15 @@ class Lab:
             time.sleep(0.1)
         raise LabError(f"qemu-nbd did not start: {(directory / f'{export}.log').read_text()}")
 
+    @staticmethod
+    def set_kernel_sysctl(name: str, value: str) -> str:
+        """Set a kernel-wide sysctl from the root namespace (the hosts cannot: /proc/sys is read-only in
+        them, and knobs such as vm.unprivileged_userfaultfd are global).  Returns the previous value."""
+        path = Path("/proc/sys") / name.replace(".", "/")
+        previous = path.read_text().strip()
+        path.write_text(value)
+        return previous
+
     def ssh_command(self, name: str) -> list[str]:
         h = self.host(name)
         return ["ssh", "-i", str(self.key_path), "-o", f"UserKnownHostsFile={self.known_hosts_path}",
@@ -384,7 +393,9 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
         cmd = ["systemd-nspawn", "-D", str(h.root), "-M", h.name, "-b", "--register=no", "--keep-unit",
                f"--network-bridge={BRIDGE}", "--console=read-only",
                # One directory seen by every host at the same path: what an NFS mount gives hypervisors.
-               f"--bind={self.shared_dir}:{SHARED_IN_HOST}"]
+               f"--bind={self.shared_dir}:{SHARED_IN_HOST}",
+               # Post-copy: QEMU calls munlockall() and userfaultfd(), which nspawn's default filter refuses.
+               "--system-call-filter=@memlock userfaultfd"]
         console = open(h.dir / "console.log", "wb")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                 env=env, preexec_fn=enter_own_cgroup)

@@ -1,0 +1,197 @@
+"""Migration benchmark: kvm.migration (strategy auto) against plain `virsh migrate --live --copy-storage-all`,
+in the lab, with the link shaped to fixed rates and the test guest dirtying memory at fractions of the link.
+
+    make bench            (or: PYTHONPATH=tests/lab .venv/bin/python bench/migration_bench.py)
+
+For every (link, dirty rate) pair it records, for both tools: success, wall and job time, the lower bound
+(RAM and disk bytes actually sent / bandwidth), downtime, and for ours the prediction made before starting.
+Results go to bench/results/<timestamp>.json and a Markdown table on stdout (copied into docs/performance.md).
+This is a benchmark, not a test: nothing here asserts on time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from helpers import Ansible  # noqa: E402
+from kvmlab.guestops import LabGuest, install_guest  # noqa: E402
+from kvmlab.lab import Lab  # noqa: E402
+
+SRC, DST = "hv-a", "hv-b"
+MIB = 1024 * 1024
+LINKS = {"200mbit": 200e6 / 8 / MIB, "1gbit": 1e9 / 8 / MIB}  # MiB/s
+RATIOS = [0.0, 0.5, 0.9, 1.5, 3.0]
+GUEST_MIB = 320
+WORKING_SET_MIB = 160
+VIRSH_TIMEOUT = 120
+
+
+def shape(lab, rate):
+    for host in (SRC, DST):
+        if rate:
+            lab.exec(host, f"tc qdisc replace dev host0 root tbf rate {rate} burst 256kb latency 100ms")
+        else:
+            lab.exec(host, "tc qdisc del dev host0 root", check=False)
+
+
+def guest(lab, dirty_rate):
+    vm = LabGuest(lab, name="benchvm", memory_mib=GUEST_MIB, dirty_mb=WORKING_SET_MIB if dirty_rate else 0,
+                  dirty_rate=max(1, round(dirty_rate)) if dirty_rate else 0)
+    vm.remove_everywhere()
+    vm.start_and_wait(SRC, ticks=3)
+    # Let the dirtier fill its working set once, so that the first round is the same for both tools.
+    time.sleep(3 if not dirty_rate else min(10, 2 + WORKING_SET_MIB / max(dirty_rate, 1)))
+    return vm
+
+
+def completed_stats(lab, host, name):
+    out = lab.exec(host, ["virsh", "domjobinfo", "--completed", name], check=False).stdout
+    stats = {}
+    for line in out.splitlines():
+        key, _sep, value = line.partition(":")
+        stats[key.strip()] = value.strip()
+    return stats
+
+
+def size_mib(text):
+    match = re.match(r"([\d.]+)\s*(\w+)", text or "")
+    if not match:
+        return None
+    factor = {"B": 1 / MIB, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(match.group(2), 1)
+    return float(match.group(1)) * factor
+
+
+def run_ours(lab, ansible, vm):
+    started = time.monotonic()
+    run = ansible.playbook(ROOT / "playbooks" / "migrate.yml", {
+        "live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST,
+        "live_migration_source_cleanup": True}, timeout=1800)
+    wall = time.monotonic() - started
+    task = run.task("Live-migrate the VM")
+    record = {"tool": "kvm.migration", "ok": not run.failed, "wall_s": round(wall, 1)}
+    if run.failed:
+        record["error"] = task.get("msg", "")[:300]
+        record["strategy"] = task.get("details", {}).get("strategy") or task.get("strategy")
+        return record
+    summary, stats, strategy = task["summary"], task["stats"], task["strategy"]
+    record.update({
+        "job_s": round((summary["time_elapsed_ms"] or 0) / 1000, 1),
+        "downtime_ms": summary["downtime_ms"],
+        "sent_mib": round((summary["data_processed_bytes"] or 0) / MIB, 1),
+        "memory_mib": round((stats.get("memory_processed") or 0) / MIB, 1),
+        "iterations": summary["iterations"],
+        "predicted": strategy.get("prediction", {}),
+        "measured": strategy.get("measured", {}),
+        "chosen": strategy.get("chosen"),
+        "finished_by": strategy.get("finished_by"),
+        "events": strategy.get("events", []),
+    })
+    return record
+
+
+def run_virsh(lab, vm):
+    lab.exec(DST, f"qemu-img create -q -f qcow2 {vm.disk_path} {vm.disk_mib}M")
+    started = time.monotonic()
+    proc = subprocess.Popen(["nsenter", "-t", str(lab.host(SRC).pid1), "-a", "--", "virsh", "migrate", "--live",
+                             "--persistent", "--undefinesource", "--copy-storage-all", vm.name,
+                             f"qemu+ssh://{DST}/system"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = proc.communicate(timeout=VIRSH_TIMEOUT)[0]
+        ok = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        lab.exec(SRC, ["virsh", "domjobabort", vm.name], check=False)
+        out = proc.communicate()[0]
+        ok = False
+        out = f"did not finish within {VIRSH_TIMEOUT} s (aborted); " + out
+    wall = time.monotonic() - started
+    record = {"tool": "virsh migrate", "ok": ok, "wall_s": round(wall, 1)}
+    if ok:
+        done = completed_stats(lab, DST, vm.name)
+        record.update({"job_s": round(float(done.get("Time elapsed", "0 ms").split()[0]) / 1000, 1),
+                       "downtime_ms": int(done.get("Total downtime", "0 ms").split()[0]),
+                       "memory_mib": size_mib(done.get("Memory processed"))})
+    else:
+        record["error"] = out.strip()[-300:]
+    return record
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--links", nargs="*", default=list(LINKS))
+    parser.add_argument("--ratios", nargs="*", type=float, default=RATIOS)
+    parser.add_argument("--keep-lab", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / "build" / "collections"))
+    os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "tests" / "ansible.cfg"))
+    os.environ["KVM_MIGRATION_PROGRESS"] = "0"
+    lab = Lab()
+    lab.up(2, profile="ready")
+    install_guest(lab)
+    ansible = Ansible(lab.inventory_path)
+    results = {"guest_mib": GUEST_MIB, "working_set_mib": WORKING_SET_MIB, "runs": []}
+    try:
+        # An idempotent no-op run of the playbook.
+        vm = guest(lab, 0)
+        run_ours(lab, ansible, vm)
+        started = time.monotonic()
+        ansible.playbook(ROOT / "playbooks" / "migrate.yml",
+                         {"live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST})
+        results["noop_playbook_s"] = round(time.monotonic() - started, 1)
+        vm.remove_everywhere()
+        for link in args.links:
+            bandwidth = LINKS[link]
+            shape(lab, link)
+            for ratio in args.ratios:
+                rate = ratio * bandwidth
+                row = {"link": link, "link_mib_s": round(bandwidth, 1), "ratio": ratio, "dirty_mib_s": round(rate, 1)}
+                vm = guest(lab, rate)
+                row["ours"] = run_ours(lab, ansible, vm)
+                vm.remove_everywhere()
+                vm = guest(lab, rate)
+                row["virsh"] = run_virsh(lab, vm)
+                vm.remove_everywhere()
+                results["runs"].append(row)
+                print(json.dumps(row), flush=True)
+        shape(lab, None)
+    finally:
+        out = ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"results: {out}")
+        if not args.keep_lab:
+            lab.down()
+    print(table(results))
+
+
+def table(results):
+    lines = ["| link | dirty (x link) | tool | ok | wall s | job s | lower bound s | downtime ms | sent MiB | "
+             "predicted | chosen / finished by |", "|" + "---|" * 11]
+    for row in results["runs"]:
+        for key in ("ours", "virsh"):
+            r = row[key]
+            sent = r.get("sent_mib") or r.get("memory_mib")
+            bound = round(sent / row["link_mib_s"], 1) if sent else ""
+            pred = r.get("predicted", {})
+            predicted = ("%s (%s)" % (pred.get("strategy"), "converges" if pred.get("converges") else "no pre-copy")
+                         if pred else "")
+            lines.append("| %s | %.1f MiB/s (%.1f) | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                row["link"], row["dirty_mib_s"], row["ratio"], r["tool"], "yes" if r["ok"] else "no", r.get("wall_s"),
+                r.get("job_s", ""), bound, r.get("downtime_ms", ""), sent or "", predicted,
+                " / ".join(x for x in (r.get("chosen"), r.get("finished_by")) if x)))
+    lines.append("")
+    lines.append("Idempotent no-op run of the playbook: %s s" % results.get("noop_playbook_s"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY.
+# This file is private to kvm.migration and may change in any release without notice.
+
+"""Measurements a migration plan needs: the guest's dirty page rate, the RAM it has touched, and the
+bandwidth between two hosts."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt, libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._storage import STREAM_CHUNK, VolumeSpec
+
+MIB = 1024 * 1024
+DIRTYRATE_MODES = {
+    "page-sampling": "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING",
+    "dirty-bitmap": "VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP",
+    "dirty-ring": "VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_RING",
+}
+CALC_MEASURED = 2
+
+
+def dirty_rate(client, domain, period=1, mode="auto"):
+    """The guest's dirty page rate in MiB/s, measured by QEMU over `period` seconds.
+
+    page-sampling hashes a sample of pages and compares their contents, so it works everywhere, TCG
+    included.  dirty-bitmap crashes QEMU 7.2 under TCG and dirty-ring needs KVM's dirty ring, so both are
+    refused for TCG guests."""
+    domain_type = client_domain_type(domain)
+    if mode == "auto":
+        mode = "page-sampling"
+    if mode not in DIRTYRATE_MODES:
+        raise InvalidRequest("Unknown dirty rate mode %r (choose %s)" % (mode, ", ".join(["auto", *DIRTYRATE_MODES])))
+    if mode != "page-sampling" and domain_type != "kvm":
+        raise InvalidRequest("Dirty rate mode %s needs a KVM guest; %s runs under %s (use page-sampling)"
+                             % (mode, domain.name(), domain_type or "an unknown hypervisor"))
+    flags = getattr(libvirt, DIRTYRATE_MODES[mode], 0)
+    if not hasattr(domain, "startDirtyRateCalc"):
+        raise InvalidRequest("This libvirt-python cannot measure dirty rates (libvirt 7.2 or later is needed)")
+    with libvirt_errors("start measuring the dirty rate of %s" % domain.name()):
+        domain.startDirtyRateCalc(period, flags)
+    deadline = time.monotonic() + period + 10
+    stats = {}
+    while time.monotonic() < deadline:
+        time.sleep(min(0.25, period / 4))
+        with libvirt_errors("read the dirty rate of %s" % domain.name()):
+            stats = client.conn.domainListGetStats([domain], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
+        if stats.get("dirtyrate.calc_status") == CALC_MEASURED:
+            return {
+                "mib_per_s": float(stats.get("dirtyrate.megabytes_per_second", 0)),
+                "period_s": stats.get("dirtyrate.calc_period", period),
+                "mode": stats.get("dirtyrate.calc_mode", mode),
+            }
+    raise InvalidRequest("QEMU did not finish measuring the dirty rate of %s within %d s (status %s)"
+                         % (domain.name(), period + 10, stats.get("dirtyrate.calc_status")))
+
+
+def client_domain_type(domain):
+    from xml.etree import ElementTree as ET
+
+    return ET.fromstring(domain.XMLDesc(0)).get("type")
+
+
+def touched_ram(domain, memory_bytes):
+    """RAM the guest has touched, about: the QEMU process's resident memory, at most the guest's memory.
+    Untouched pages migrate as zero pages, next to free."""
+    try:
+        stats = domain.memoryStats()
+    except Exception:  # no stats (an inactive domain): assume all of it
+        return memory_bytes
+    rss = stats.get("rss")
+    return min(memory_bytes, rss * 1024) if rss else memory_bytes
+
+
+def bandwidth(dest_stager, directory, mib=32):
+    """MiB/s of a transfer of `mib` MiB of incompressible data from here to the destination's libvirt,
+    through a libvirt storage stream into a scratch volume in `directory` (deleted afterwards).  It measures
+    the path to the destination's libvirtd: for qemu+ssh that includes SSH's encryption, so it is a lower bound
+    for QEMU's own migration stream."""
+    path = os.path.join(directory, ".kvm-migration-bandwidth-%s.raw" % uuid.uuid4().hex[:10])
+    size = mib * MIB
+    volume = dest_stager.create(VolumeSpec(path, "raw", size))
+    chunk = os.urandom(STREAM_CHUNK)
+    try:
+        with libvirt_errors("measure the bandwidth to %s" % dest_stager.client.uri):
+            stream = dest_stager.client.conn.newStream(0)
+            started = time.monotonic()
+            volume.upload(stream, 0, size, 0)
+            sent = 0
+            while sent < size:
+                piece = chunk[:min(len(chunk), size - sent)]
+                view = memoryview(piece)
+                while view:
+                    done = stream.send(view.tobytes())
+                    view = view[done:]
+                sent += len(piece)
+            stream.finish()
+            elapsed = time.monotonic() - started
+    finally:
+        dest_stager.remove(path)
+        dest_stager.created.remove(path)
+    return {"mib_per_s": round(mib / elapsed, 1) if elapsed > 0 else None, "mib": mib, "seconds": round(elapsed, 2)}

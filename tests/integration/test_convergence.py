@@ -1,0 +1,118 @@
+"""Convergence on real hosts: the dirty rate QEMU measures, the prediction made from it, the strategy the auto
+mode picks for a guest that dirties memory faster than a capped link (and that the migration then completes),
+post-copy, and the timeout actions.  Behaviour only: how fast is in bench/ and docs/performance.md."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import ROOT
+from kvmlab.guestops import LabGuest
+
+pytestmark = pytest.mark.usefixtures("lab")
+
+SRC, DST = "hv-a", "hv-b"
+DEST_URI = f"qemu+ssh://{DST}/system"
+
+
+@pytest.fixture
+def busy(lab):
+    """A guest rewriting 48 MiB of RAM at 40 MiB/s."""
+    vm = LabGuest(lab, name="busyvm", dirty_mb=48, dirty_rate=40)
+    vm.remove_everywhere()
+    vm.start_and_wait(SRC, ticks=3)
+    yield vm
+    vm.remove_everywhere()
+
+
+def dirtyrate(ansible, name, **args):
+    return ansible.module(SRC, "kvm.migration.dirtyrate", {"name": name, **args}).task("probe")
+
+
+def migrate(ansible, vm, **args):
+    return ansible.module(SRC, "kvm.migration.migrate",
+                          {"name": vm.name, "dest_uri": DEST_URI, "source_cleanup": True, **args}).task("probe")
+
+
+def assert_alive_on_destination(vm):
+    vm.wait_ticks(DST, 2, after=max(n for n, _b in vm.ticks(SRC)))
+    proof = vm.proof([SRC, DST])
+    assert proof["problems"] == [], proof
+
+
+def test_dirty_rate_and_prediction(lab, ansible, busy):
+    capped = dirtyrate(ansible, busy.name, bandwidth=20)
+    assert capped["changed"] is False
+    assert capped["dirty_rate"]["mode"] == "page-sampling"
+    assert 20 <= capped["dirty_rate"]["mib_per_s"] <= 60, capped["dirty_rate"]
+    prediction = capped["prediction"]
+    assert prediction["converges"] is False and prediction["strategy"] == "auto_converge"
+    assert prediction["rho"] > 1 and prediction["reasons"]
+    assert dirtyrate(ansible, busy.name, bandwidth=20, postcopy_allowed=True)["prediction"]["strategy"] == "postcopy"
+    wide = dirtyrate(ansible, busy.name, bandwidth=1000)
+    assert wide["prediction"]["converges"] is True and wide["prediction"]["strategy"] == "precopy"
+    measured = dirtyrate(ansible, busy.name, dest_uri=DEST_URI, measure_mib=16)
+    assert measured["bandwidth"]["source"] == "measured" and measured["bandwidth"]["mib_per_s"] > 0
+    assert lab.exec(DST, "ls /var/lib/libvirt/images | grep -c bandwidth", check=False).stdout.strip() == "0"
+    refused = dirtyrate(ansible, busy.name, mode="dirty-bitmap")
+    assert refused["failed"] and "needs a KVM guest" in refused["msg"]
+    off = dirtyrate(ansible, "no-such-vm")
+    assert off["failed"] and "is not running" in off["msg"]
+
+
+def test_auto_picks_more_than_plain_precopy_and_shows_live_progress(ansible, busy, monkeypatch):
+    """A guest dirtying faster than the capped link: not plain pre-copy, and it completes.  Run through the
+    playbook, whose output shows the live progress lines of the action plugin."""
+    monkeypatch.setenv("KVM_MIGRATION_PROGRESS_INTERVAL", "1")
+    run = ansible.playbook(ROOT / "playbooks" / "migrate.yml", {
+        "live_migration_vm": busy.name, "live_migration_source": SRC, "live_migration_destination": DST,
+        "live_migration_bandwidth": 20, "live_migration_source_cleanup": True})
+    assert not run.failed, run.stdout[-3000:]
+    result = run.task("Live-migrate the VM")
+    strategy = result["strategy"]
+    assert strategy["prediction"]["converges"] is False
+    assert strategy["chosen"] != "pre-copy" and "auto_converge" in result["flags"]
+    assert strategy["measured"]["bandwidth"]["source"] == "bandwidth cap"
+    assert result["summary"]["downtime_ms"] <= 500
+    assert_alive_on_destination(busy)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("hv-a: migrating busyvm")]
+    assert any("% of" in line and "MiB/s" in line and "iteration" in line for line in lines), run.stdout[:2000]
+
+
+def test_postcopy_when_allowed(lab, ansible, busy):
+    previous = lab.set_kernel_sysctl("vm.unprivileged_userfaultfd", "1")
+    try:
+        result = migrate(ansible, busy, bandwidth=20, postcopy="on_demand")
+        assert not result.get("failed"), result.get("msg")
+        assert result["strategy"]["chosen"] == "post-copy" and "postcopy" in result["flags"]
+        assert result["strategy"]["finished_by"] == "post-copy"
+        assert any(e["event"] == "postcopy" for e in result["strategy"]["events"])
+        assert_alive_on_destination(busy)
+    finally:
+        lab.set_kernel_sysctl("vm.unprivileged_userfaultfd", previous)
+
+
+def test_completion_timeout_aborts_and_the_guest_stays(lab, ansible, busy):
+    result = migrate(ansible, busy, strategy="manual", bandwidth=5, timeout=12)
+    assert result["failed"] and "not finished within the completion timeout of 12 s" in result["msg"]
+    assert result["guest_location"] == "source"
+    assert busy.state(SRC) == "running" and busy.state(DST) == "absent"
+    busy.wait_ticks(SRC, 2, after=max(n for n, _b in busy.ticks(SRC)))
+    assert busy.proof([SRC, DST])["problems"] == []
+
+
+def test_progress_timeout_pauses_and_the_migration_finishes(lab, ansible, busy):
+    result = migrate(ansible, busy, strategy="manual", bandwidth=20, progress_timeout=8, progress_action="pause")
+    assert not result.get("failed"), result.get("msg")
+    assert result["strategy"]["finished_by"] == "pausing the guest"
+    assert [e["event"] for e in result["strategy"]["events"]] == ["pause"]
+    # Paused to finish, running again on the destination.
+    assert busy.state(DST) == "running"
+    assert_alive_on_destination(busy)
+
+
+def test_a_migration_that_cannot_finish_is_refused_before_it_starts(lab, ansible, busy):
+    result = migrate(ansible, busy, bandwidth=5, auto_converge=False)
+    assert result["failed"] and "would not converge" in result["msg"]
+    assert "allow postcopy" in result["hint"]
+    assert busy.state(SRC) == "running" and busy.state(DST) == "absent"
+    assert lab.exec(DST, ["test", "-e", busy.disk_path], check=False).returncode != 0
