@@ -71,11 +71,14 @@ def size_mib(text):
     return float(match.group(1)) * factor
 
 
-def run_ours(lab, ansible, vm):
+def run_ours(lab, ansible, vm, link_mib_s=0):
+    """The collection's playbook, strategy auto.  The operator states the link speed as the bandwidth: the
+    module's own measurement runs through libvirt's connection (SSH here), which this 2-core machine caps
+    at about 57 MiB/s, far below a 1 Gbit/s link (docs/performance.md)."""
     started = time.monotonic()
     run = ansible.playbook(ROOT / "playbooks" / "migrate.yml", {
         "live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST,
-        "live_migration_source_cleanup": True}, timeout=1800)
+        "live_migration_bandwidth": int(link_mib_s), "live_migration_source_cleanup": True}, timeout=1800)
     wall = time.monotonic() - started
     task = run.task("Live-migrate the VM")
     record = {"tool": "kvm.migration", "ok": not run.failed, "wall_s": round(wall, 1)}
@@ -155,7 +158,7 @@ def main():
                 rate = ratio * bandwidth
                 row = {"link": link, "link_mib_s": round(bandwidth, 1), "ratio": ratio, "dirty_mib_s": round(rate, 1)}
                 vm = guest(lab, rate)
-                row["ours"] = run_ours(lab, ansible, vm)
+                row["ours"] = run_ours(lab, ansible, vm, bandwidth)
                 vm.remove_everywhere()
                 vm = guest(lab, rate)
                 row["virsh"] = run_virsh(lab, vm)
@@ -174,12 +177,14 @@ def main():
 
 
 def table(results):
-    lines = ["| link | dirty (x link) | tool | ok | wall s | job s | lower bound s | downtime ms | sent MiB | "
+    lines = ["| link | dirty (x link) | tool | ok | wall s | job s | lower bound s | downtime ms | RAM sent MiB | "
              "predicted | chosen / finished by |", "|" + "---|" * 11]
     for row in results["runs"]:
         for key in ("ours", "virsh"):
             r = row[key]
-            sent = r.get("sent_mib") or r.get("memory_mib")
+            # RAM actually sent; the disk is 64 MiB virtual with a few hundred KiB written, and zero blocks
+            # cost nothing on the wire.
+            sent = r.get("memory_mib")
             bound = round(sent / row["link_mib_s"], 1) if sent else ""
             pred = r.get("predicted", {})
             predicted = ("%s (%s)" % (pred.get("strategy"), "converges" if pred.get("converges") else "no pre-copy")

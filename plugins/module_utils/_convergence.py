@@ -24,7 +24,7 @@ import math
 MIB = 1024 * 1024
 # What one migration costs beyond the bytes (setup, handshakes, the switch-over), measured in the lab.
 FIXED_OVERHEAD_S = 1.5
-MAX_ROUNDS = 30
+MAX_ROUNDS = 200
 # QEMU's auto-converge throttles in steps up to 99 %; the effective dirty rate falls with it.
 AUTO_CONVERGE_MAX_THROTTLE = 0.99
 

@@ -148,3 +148,16 @@ def test_not_enough_free_memory_on_the_destination(lab, ansible, vm):
     # The lab's hosts share this machine's memory; a margin larger than it makes the shortage real.
     assert_blocked(lab, ansible, vm.name, "memory", ["free on the destination; the domain needs 192 MiB"],
                    memory_margin=10 ** 8)
+
+
+def test_preflight_playbook_reports_and_fails_on_blockers(lab, ansible, vm):
+    from helpers import ROOT
+
+    playbook = ROOT / "playbooks" / "preflight.yml"
+    extra = {"live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST}
+    run = ansible.playbook(playbook, extra)
+    assert not run.failed, run.stdout[-3000:]
+    report = run.task("Report the verdict and every check")["msg"]
+    assert report[0] == "PASS - blockers: none" and any(line.startswith("pass | network |") for line in report)
+    run = ansible.playbook(playbook, {**extra, "live_migration_destination": SRC})
+    assert run.failed and "host_uuid block the migration" in run.task("Fail when there are blockers")["msg"]
