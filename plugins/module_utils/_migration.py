@@ -80,6 +80,7 @@ class MigrationRequest:
     migrate_uri: str = ""
     disks_uri: str = ""
     bandwidth: int = 0
+    link_speed: int = 0
     timeout: int = 0
     poll_interval: float = 0.5
     source_cleanup: bool = False
@@ -107,10 +108,11 @@ class MigrationRequest:
         return cls(**{k: v for k, v in params.items() if k in fields and v is not None})
 
     def validate(self):
-        if self.bandwidth < 0 or self.timeout < 0 or self.memory_margin < 0 or self.poll_interval <= 0:
-            raise InvalidRequest("bandwidth, timeout and memory_margin must be >= 0 and poll_interval > 0 "
-                                 "(got %s, %s, %s, %s)" % (self.bandwidth, self.timeout, self.memory_margin,
-                                                           self.poll_interval))
+        if (self.bandwidth < 0 or self.link_speed < 0 or self.timeout < 0 or self.memory_margin < 0
+                or self.poll_interval <= 0):
+            raise InvalidRequest("bandwidth, link_speed, timeout and memory_margin must be >= 0 and poll_interval > 0 "
+                                 "(got %s, %s, %s, %s, %s)" % (self.bandwidth, self.link_speed, self.timeout,
+                                                               self.memory_margin, self.poll_interval))
         if self.storage not in STORAGE_MODES:
             raise InvalidRequest("Unsupported storage mode %r (supported: %s)" % (self.storage, ", ".join(STORAGE_MODES)))
         if self.strategy not in ("auto", "manual"):
@@ -375,12 +377,14 @@ class Migration:
             return tuning
         dom = located.source_domain
         rate = _measure.dirty_rate(self.source, dom, 1)
-        if req.bandwidth:
+        if req.bandwidth and (not req.link_speed or req.bandwidth <= req.link_speed):
             bandwidth = {"mib_per_s": float(req.bandwidth), "source": "bandwidth cap"}
+        elif req.link_speed:
+            bandwidth = {"mib_per_s": float(req.link_speed), "source": "link speed (stated)"}
         elif check_mode:
             # Measuring writes a scratch volume on the destination: not in check mode.
             tuning.update(measured={"dirty_rate_mib_s": rate["mib_per_s"]}, chosen="decided when the migration runs",
-                          note="the bandwidth is measured only for a real run (or give bandwidth)")
+                          note="the bandwidth is measured only for a real run (or give link_speed)")
             return tuning
         else:
             directory = os.path.dirname(located.storage.copy[0][1].path) if located.storage.copy else "/var/lib/libvirt/images"

@@ -116,3 +116,14 @@ def test_a_migration_that_cannot_finish_is_refused_before_it_starts(lab, ansible
     assert "allow postcopy" in result["hint"]
     assert busy.state(SRC) == "running" and busy.state(DST) == "absent"
     assert lab.exec(DST, ["test", "-e", busy.disk_path], check=False).returncode != 0
+
+
+def test_a_stated_link_speed_gives_the_prediction_in_check_mode_without_capping(lab, ansible, busy):
+    result = ansible.module(SRC, "kvm.migration.migrate",
+                            {"name": busy.name, "dest_uri": DEST_URI, "link_speed": 20}, check=True).task("probe")
+    assert result["changed"] and not result.get("failed"), result
+    strategy = result["strategy"]
+    assert strategy["measured"]["bandwidth"] == {"mib_per_s": 20.0, "source": "link speed (stated)"}
+    assert strategy["prediction"]["strategy"] != "precopy", strategy
+    assert busy.state(SRC) == "running" and busy.state(DST) == "absent"
+    assert lab.exec(DST, ["test", "-e", busy.disk_path], check=False).returncode != 0

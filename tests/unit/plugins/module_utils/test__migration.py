@@ -190,7 +190,7 @@ def test_stale_source_definition_is_removed_when_the_domain_runs_on_destination(
     assert migration(hosts).execute()["changed"] is False
 
 
-@pytest.mark.parametrize("field, value", [("bandwidth", -1), ("timeout", -5), ("memory_margin", -1),
+@pytest.mark.parametrize("field, value", [("bandwidth", -1), ("link_speed", -1), ("timeout", -5), ("memory_margin", -1),
                                           ("poll_interval", 0), ("storage", "magic")])
 def test_invalid_numbers_and_modes_are_refused(hosts, field, value):
     with pytest.raises(InvalidRequest):
