@@ -27,12 +27,26 @@ DIRTYRATE_MODES = {
 CALC_MEASURED = 2
 
 
-def dirty_rate(client, domain, period=1, mode="auto"):
-    """The guest's dirty page rate in MiB/s, measured by QEMU over `period` seconds.
+def dirty_rate(client, domain, period=1, mode="auto", samples=1):
+    """The guest's dirty page rate in MiB/s: the mean of `samples` measurements by QEMU, `period` seconds each.
 
     page-sampling hashes a sample of pages and compares their contents, so it works everywhere, TCG
     included.  dirty-bitmap crashes QEMU 7.2 under TCG and dirty-ring needs KVM's dirty ring, so both are
-    refused for TCG guests."""
+    refused for TCG guests.  Several short samples rather than one long one: a page rewritten twice within a
+    period counts once, so a long period undercounts a guest that cycles through its working set, while a
+    single short sample of 512 pages per GiB is noisy (one-second samples were off by up to 44 % in the
+    benchmarks, docs/performance.md)."""
+    if samples < 1 or period < 1:
+        raise InvalidRequest("The dirty rate needs period >= 1 s and samples >= 1 (got %s, %s)" % (period, samples))
+    measured = [_dirty_rate_once(client, domain, period, mode) for _sample in range(samples)]
+    rates = [m["mib_per_s"] for m in measured]
+    result = dict(measured[-1], mib_per_s=round(sum(rates) / len(rates), 1))
+    if samples > 1:
+        result["samples_mib_per_s"] = rates
+    return result
+
+
+def _dirty_rate_once(client, domain, period, mode):
     domain_type = client_domain_type(domain)
     if mode == "auto":
         mode = "page-sampling"

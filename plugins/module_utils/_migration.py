@@ -47,6 +47,8 @@ COMPRESSION_METHODS = ("none", "xbzrle", "zlib", "zstd")
 # limit by the final synchronisation (up to about 100 ms measured on slow links, docs/performance.md), so a
 # 400 ms limit keeps the real pause within the 500 ms that Nova and oVirt allow.
 AUTO_MAX_DOWNTIME = 400
+# One-second dirty rate samples averaged before predicting (see _measure.dirty_rate).
+DIRTY_RATE_SAMPLES = 3
 # Nova's live_migration_completion_timeout: 800 s per GiB of RAM plus copied disk.
 DEFAULT_SECONDS_PER_GIB = 800
 MIN_DEFAULT_TIMEOUT = 120
@@ -376,7 +378,7 @@ class Migration:
                                 "auto-converge" if req.auto_converge else "pre-copy")
             return tuning
         dom = located.source_domain
-        rate = _measure.dirty_rate(self.source, dom, 1)
+        rate = _measure.dirty_rate(self.source, dom, 1, samples=DIRTY_RATE_SAMPLES)
         if req.bandwidth and (not req.link_speed or req.bandwidth <= req.link_speed):
             bandwidth = {"mib_per_s": float(req.bandwidth), "source": "bandwidth cap"}
         elif req.link_speed:

@@ -40,6 +40,13 @@ options:
         counts each page once per period, so it cannot report more than the rewritten area divided by the period.
     type: int
     default: 1
+  samples:
+    description:
+      - How many measurements of O(period) seconds to take, one after the other; the result is their mean.
+        A single short sample is noisy (QEMU hashes 512 pages per GiB); a longer period instead undercounts a
+        guest that rewrites its working set more than once per period.
+    type: int
+    default: 3
   mode:
     description:
       - V(page-sampling) (what V(auto) uses) compares page contents and works everywhere, QEMU TCG included.
@@ -112,7 +119,7 @@ dirty_rate:
   description: The measured dirty rate.
   returned: always
   type: dict
-  sample: {mib_per_s: 46.0, period_s: 1, mode: page-sampling}
+  sample: {mib_per_s: 46.0, period_s: 1, mode: page-sampling, samples_mib_per_s: [44.0, 47.0, 47.0]}
 memory:
   description: The domain's memory and the part of it the guest has touched (QEMU's resident memory), in bytes.
   returned: always
@@ -146,8 +153,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._storage import Volu
 
 def run_module(module):
     p = module.params
-    if p["period"] < 1 or p["measure_mib"] < 1 or p["max_downtime"] < 1 or (p["bandwidth"] is not None and p["bandwidth"] < 1):
-        raise InvalidRequest("period, measure_mib, max_downtime and bandwidth must be positive")
+    if p["period"] < 1 or p["samples"] < 1 or p["measure_mib"] < 1 or p["max_downtime"] < 1 or (p["bandwidth"] is not None and p["bandwidth"] < 1):
+        raise InvalidRequest("period, samples, measure_mib, max_downtime and bandwidth must be positive")
     client = module.client()
     domain = client.lookup_domain(p["name"])
     if domain is None or not domain.isActive():
@@ -155,7 +162,7 @@ def run_module(module):
                              % (p["name"], client.uri))
     with libvirt_errors("read the definition of %s" % p["name"]):
         spec = DomainSpec.from_xml(domain.XMLDesc(0))
-    rate = _measure.dirty_rate(client, domain, p["period"], p["mode"])
+    rate = _measure.dirty_rate(client, domain, p["period"], p["mode"], p["samples"])
     memory = spec.memory_kib * 1024
     result = {
         "changed": False,
@@ -195,6 +202,7 @@ def main():
         argument_spec={
             "name": {"type": "str", "required": True},
             "period": {"type": "int", "default": 1},
+            "samples": {"type": "int", "default": 3},
             "mode": {"type": "str", "default": "auto", "choices": ["auto", "page-sampling", "dirty-bitmap", "dirty-ring"]},
             "bandwidth": {"type": "int"},
             "dest_uri": {"type": "str"},

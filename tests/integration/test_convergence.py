@@ -44,6 +44,8 @@ def test_dirty_rate_and_prediction(lab, ansible, busy):
     assert capped["changed"] is False
     assert capped["dirty_rate"]["mode"] == "page-sampling"
     assert 20 <= capped["dirty_rate"]["mib_per_s"] <= 60, capped["dirty_rate"]
+    samples = capped["dirty_rate"]["samples_mib_per_s"]
+    assert len(samples) == 3 and capped["dirty_rate"]["mib_per_s"] == round(sum(samples) / 3, 1), samples
     prediction = capped["prediction"]
     assert prediction["converges"] is False and prediction["strategy"] == "auto_converge"
     assert prediction["rho"] > 1 and prediction["reasons"]
@@ -53,6 +55,7 @@ def test_dirty_rate_and_prediction(lab, ansible, busy):
     measured = dirtyrate(ansible, busy.name, dest_uri=DEST_URI, measure_mib=16)
     assert measured["bandwidth"]["source"] == "measured" and measured["bandwidth"]["mib_per_s"] > 0
     assert lab.exec(DST, "ls /var/lib/libvirt/images | grep -c bandwidth", check=False).stdout.strip() == "0"
+    assert dirtyrate(ansible, busy.name, samples=0)["msg"].startswith("period, samples")
     refused = dirtyrate(ansible, busy.name, mode="dirty-bitmap")
     assert refused["failed"] and "needs a KVM guest" in refused["msg"]
     off = dirtyrate(ansible, "no-such-vm")
