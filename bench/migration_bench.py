@@ -22,8 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "build" / "collections"))  # make bench installs the collection there
 
 from helpers import Ansible  # noqa: E402
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import RHO_UNCERTAIN  # noqa: E402
 from kvmlab.guestops import LabGuest, install_guest  # noqa: E402
 from kvmlab.lab import Lab  # noqa: E402
 
@@ -198,6 +200,14 @@ def prediction_right(row):
     return strategy.replace("_", "-").replace("postcopy", "post-copy") == ours.get("finished_by")
 
 
+def certain(record):
+    """Whether the prediction called itself certain (runs recorded before the flag existed: the same rule)."""
+    predicted = record.get("predicted", {})
+    if "certain" in predicted or not predicted:
+        return predicted.get("certain", True)
+    return not RHO_UNCERTAIN[0] <= predicted.get("rho", 0) <= RHO_UNCERTAIN[1]
+
+
 def table(results):
     """One line per run: ours against the lower bound, the prediction, and the baseline."""
     lines = ["| link | dirty rate (x link) | ours | job s (wall s) | lower bound s | job / bound | downtime ms | "
@@ -218,7 +228,7 @@ def table(results):
             ours.get("downtime_ms", ""),
             "%s, %s" % (pred.get("strategy"), pred.get("estimated_total_s")) if pred else "",
             "%s%s" % (ours.get("finished_by", ""), " (%s %%)" % throttle if throttle else ""),
-            {None: "", True: "yes", False: "no"}[prediction_right(row)],
+            {None: "", True: "yes", False: "no"}[prediction_right(row)] + ("" if certain(ours) else " (uncertain)"),
             "yes" if virsh["ok"] else "no (%s s limit)" % VIRSH_TIMEOUT, virsh.get("job_s", ""),
             virsh.get("downtime_ms", "")))
     lines.append("")

@@ -136,11 +136,17 @@ bandwidth:
   type: dict
   sample: {mib_per_s: 110.0, source: measured, mib: 32, seconds: 0.29}
 prediction:
-  description: Whether plain pre-copy converges, the recommended strategy, estimates and reasons.
+  description:
+    - Whether plain pre-copy converges, the recommended strategy, estimates and reasons.
+    - C(certain) is false when the dirty rate is within the measurement's error (about 20 %) of the bandwidth:
+      whether plain pre-copy converges is then a guess, and the recommended strategy is the one that copes either
+      way.
+    - The estimated total time assumes the guest rewrites all the RAM it has touched, so it is an upper bound
+      for a guest that rewrites only part of it.
   returned: when O(bandwidth) or O(dest_uri) is given
   type: dict
   sample: {converges: false, strategy: auto_converge, rho: 1.5, estimated_total_s: 41.0, estimated_downtime_ms: 300,
-           rounds: 3, reasons: ["dirty rate 36.0 MiB/s over bandwidth 24.0 MiB/s: rho = 1.50"]}
+           rounds: 3, certain: true, reasons: ["dirty rate 36.0 MiB/s over bandwidth 24.0 MiB/s: rho = 1.50"]}
 """
 
 from ansible_collections.kvm.migration.plugins.module_utils import _measure

@@ -9,6 +9,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._convergence import 
     MIB,
     Workload,
     predict,
+    simulate_auto_converge,
     simulate_precopy,
 )
 
@@ -142,3 +143,42 @@ def test_nothing_aborts_a_running_postcopy():
     actions = run(c, [(t, stats(500)) for t in range(0, 10)])
     assert [a for _t, a, _v in actions] == ["postcopy"]
     assert any("cannot be undone" in reason for _t, _e, reason in c.events)
+
+
+@pytest.mark.parametrize("ratio, certain", [(0.5, True), (0.85, False), (1.1, False), (1.5, True)])
+def test_a_verdict_near_rho_one_is_marked_uncertain(ratio, certain):
+    p = predict(Workload(256 * MIB, dirty_rate=ratio * LINK, bandwidth=LINK))
+    assert p.certain is certain
+    assert any("uncertain" in r for r in p.reasons) is not certain
+    assert p.as_dict()["certain"] is certain
+
+
+def test_a_working_set_that_fits_makes_the_verdict_certain_whatever_rho():
+    assert predict(Workload(256 * MIB, dirty_rate=LINK, bandwidth=LINK, working_set=20 * MIB)).certain
+
+
+def test_auto_converge_throttles_harder_and_longer_as_rho_grows():
+    runs = [simulate_auto_converge(Workload(256 * MIB, r * LINK, LINK)) for r in (1.5, 3.0, 10.0)]
+    assert all(converges for converges, _s, _r, _t in runs)
+    assert [s for _c, s, _r, _t in runs] == sorted(s for _c, s, _r, _t in runs)
+    throttles = [t for _c, _s, _r, t in runs]
+    assert throttles == sorted(throttles) and 0.2 <= throttles[0] and throttles[-1] <= 0.99
+
+
+def test_auto_converge_cannot_beat_a_guest_faster_than_the_highest_throttle():
+    assert not simulate_auto_converge(Workload(256 * MIB, 500 * LINK, LINK))[0]
+    assert predict(Workload(256 * MIB, 500 * LINK, LINK)).strategy == "offline"
+
+
+# What the benchmark measured for migrations that auto-converge finished (bench/results, docs/performance.md):
+# touched RAM MiB, measured dirty rate MiB/s, link MiB/s, job seconds.
+MEASURED_AUTO_CONVERGE = [(320, 78.0, 23.0, 100.5), (320, 176.0, 119.0, 18.7), (320, 150.0, 119.0, 22.1),
+                          (320, 25.3, 23.0, 50.2)]
+
+
+@pytest.mark.parametrize("ram, rate, link, job_s", MEASURED_AUTO_CONVERGE)
+def test_auto_converge_estimate_is_an_upper_bound_within_a_factor_of_the_benchmark(ram, rate, link, job_s):
+    w = Workload(ram * MIB, rate * MIB, link * MIB, max_downtime=0.4)
+    p = predict(w)
+    assert p.strategy == "auto_converge"
+    assert job_s <= p.estimated_total_s <= 2.5 * job_s
