@@ -138,7 +138,7 @@ bandwidth:
 prediction:
   description:
     - Whether plain pre-copy converges, the recommended strategy, estimates and reasons.
-    - C(certain) is false when the dirty rate is within the measurement's error (about 20 %) of the bandwidth:
+    - C(certain) is false when the dirty rate is within the measurement's error (about 20 %) of the bandwidth;
       whether plain pre-copy converges is then a guess, and the recommended strategy is the one that copes either
       way.
     - The estimated total time assumes the guest rewrites all the RAM it has touched, so it is an upper bound
