@@ -76,7 +76,7 @@ def size_mib(text):
 def run_ours(lab, ansible, vm, link_mib_s=0):
     """The collection's playbook, strategy auto, as an operator who knows the link runs it: link_speed states
     the link for the prediction (the module's own measurement runs through libvirt's SSH connection, which this
-    2-core machine caps at about 57 MiB/s, far below 1 Gbit/s), and nothing caps the migration."""
+    2-core machine caps at about 70 MiB/s, far below 1 Gbit/s), and nothing caps the migration."""
     started = time.monotonic()
     run = ansible.playbook(ROOT / "playbooks" / "migrate.yml", {
         "live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST,
