@@ -82,7 +82,7 @@ def run_ours(lab, ansible, vm, link_mib_s=0):
         "live_migration_vm": vm.name, "live_migration_source": SRC, "live_migration_destination": DST,
         "live_migration_link_speed": int(link_mib_s), "live_migration_source_cleanup": True}, timeout=1800)
     wall = time.monotonic() - started
-    task = run.task("Live-migrate the VM")
+    task = run.task("Migrate the VM")
     record = {"tool": "kvm.migration", "ok": not run.failed, "wall_s": round(wall, 1)}
     if run.failed:
         record["error"] = task.get("msg", "")[:300]

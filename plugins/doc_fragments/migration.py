@@ -22,6 +22,17 @@ options:
       - With qemu+ssh, root on the source host needs key-based SSH access to the destination and a known host key.
     type: str
     required: true
+  live:
+    description:
+      - V(true) - a live migration of a running domain. A shut-off domain is refused.
+      - V(false) - an offline migration of a shut-off domain (a running one is refused; the module never shuts a guest
+        down). Each local image is copied file by file through libvirt storage streams (holes stay holes), with its
+        backing chain (a backing file the destination lacks is copied, one that is present is checked), and each copy
+        is verified by sha256. Then the definition moves (C(VIR_MIGRATE_OFFLINE)) and the domain stays shut off on the
+        destination. With O(storage=shared), only the definition moves.
+      - The checks that only matter while the guest runs (memory, cache mode, migration ports) are skipped offline.
+    type: bool
+    default: true
   storage:
     description:
       - How the disks get to the destination. Network disks (NBD, Ceph RBD, iSCSI, ...) always stay where they are, and

@@ -81,6 +81,7 @@ class DomainSpec:
     disks: list
     hostdevs: list
     unmigratable_devices: list
+    emulator: str = ""
 
     @classmethod
     def from_xml(cls, xml):
@@ -100,6 +101,7 @@ class DomainSpec:
             disks=[_parse_disk(d) for d in root.findall("devices/disk")],
             hostdevs=[_describe_hostdev(h) for h in root.findall("devices/hostdev")],
             unmigratable_devices=_unmigratable_devices(root),
+            emulator=(root.findtext("devices/emulator") or "").strip(),
         )
 
     def disk(self, target):

@@ -38,7 +38,13 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt,
     libvirt_errors,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight, PreflightFailed
+from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
+    Preflight,
+    PreflightFailed,
+    offline_record_xml,
+    OFFLINE_RECORD_NS,
+    OFFLINE_RECORD_PREFIX,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
 
 STORAGE_MODES = ("auto", "shared", "copy_all", "copy_incremental")
@@ -77,6 +83,7 @@ class MigrationRequest:
     name: str
     dest_uri: str
     storage: str = "auto"
+    live: bool = True
     persistent: bool = True
     undefine_source: bool = True
     migrate_uri: str = ""
@@ -115,6 +122,12 @@ class MigrationRequest:
             raise InvalidRequest("bandwidth, link_speed, timeout and memory_margin must be >= 0 and poll_interval > 0 "
                                  "(got %s, %s, %s, %s, %s)" % (self.bandwidth, self.link_speed, self.timeout,
                                                                self.memory_margin, self.poll_interval))
+        if not self.live and not self.persistent:
+            raise InvalidRequest("An offline migration (live=false) always defines the domain on the destination; "
+                                 "persistent=false makes no sense for it")
+        if not self.live and self.postcopy != "off":
+            raise InvalidRequest("postcopy=%s needs a live migration; an offline migration (live=false) copies a "
+                                 "shut-off domain" % self.postcopy)
         if self.storage not in STORAGE_MODES:
             raise InvalidRequest("Unsupported storage mode %r (supported: %s)" % (self.storage, ", ".join(STORAGE_MODES)))
         if self.strategy not in ("auto", "manual"):
@@ -179,6 +192,14 @@ class Migration:
         req = self.request
         tuning = tuning or {}
         storage = located.storage
+        if not req.live:
+            # Only the definition travels through libvirt (the disks are copied beforehand, file by file).
+            names = ["OFFLINE", "PEER2PEER", "PERSIST_DEST"]
+            flags = 0
+            for n in names:
+                flags |= getattr(libvirt, "VIR_MIGRATE_" + n)
+            return Plan(flags=flags, flag_names=[n.lower() for n in names], params={},
+                        volumes=[v for _t, v, _a in storage.copy], timeout=0, storage=storage)
         names = ["LIVE", "PEER2PEER", "ABORT_ON_ERROR"]
         if req.persistent:
             names.append("PERSIST_DEST")
@@ -238,6 +259,10 @@ class Migration:
             return self._converge_done(result, src, dst, check_mode)
         if report.verdict == "fail":
             raise PreflightFailed(req.name, self.dest.uri, report)
+        if report.attach:
+            return self._attach(result, located, check_mode, started)
+        if not req.live:
+            return self._move_offline(result, located, check_mode, started)
 
         tuning = self._choose_strategy(located, check_mode)
         plan = self.plan(located, tuning)
@@ -300,6 +325,145 @@ class Migration:
             "progress": self.progress,
             "state": self._final_state(self.source.lookup_domain_by_uuid(uuid), dst),
         })
+        return result
+
+    # ------------------------------------------------------------------ offline
+    def _move_offline(self, result, located, check_mode, started):
+        """A shut-off domain: copy its images (and missing templates) through libvirt streams, verify every copy
+        by sha256, move the definition (VIR_MIGRATE_OFFLINE), verify it, then undefine the source.  Any failure
+        removes what this run made on the destination; the source is not touched until the end."""
+        req = self.request
+        plan = self.plan(located)
+        src = located.source_domain
+        result.update({
+            "changed": True,
+            "operation": "migrate",
+            "reason": "domain %s is shut off on the source; it moves offline" % req.name,
+            "strategy": {"requested": req.strategy, "chosen": "offline"},
+            "flags": plan.flag_names,
+            "storage": req.storage,
+            "storage_plan": plan.storage.as_dict(),
+            "volumes": [v.as_dict() for v in plan.volumes],
+            "disks": [d.as_dict() for d in located.spec.disks],
+        })
+        if check_mode:
+            result["state"] = self._final_state(src, None)
+            return result
+        uuid = src.UUIDString()
+        copied = []
+        copy_started = time.monotonic()
+        try:
+            self._stage_templates(plan.storage)
+            for target, vol, _allocation in plan.storage.copy:
+                facts = self.source_stager.facts(vol.path)
+                sent = self.stager.copy_from(self.source_stager, vol.path, vol.format, sparse=True)
+                received = self.stager.digest(vol.path, sparse=True)
+                if received != sent:
+                    raise OperationFailed("The copy of %s on the destination does not match the source (sha256 %s vs "
+                                          "%s)" % (vol.path, received, sent))
+                copied.append({"target": target, "path": vol.path, "size": facts["physical"],
+                               "mtime": facts["mtime"], "sha256": sent})
+            copy_seconds = time.monotonic() - copy_started
+            with libvirt_errors("move the definition of %s to %s" % (req.name, req.dest_uri)):
+                src.migrateToURI3(req.dest_uri, plan.params, plan.flags)
+            dst = self._verify_destination(uuid, plan.volumes, active=False)
+            record = offline_record_xml(self.source.host_uuid(), self.source.uri, copied)
+            with libvirt_errors("record the offline move in the definition of %s on the destination" % req.name):
+                dst.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, record, OFFLINE_RECORD_PREFIX, OFFLINE_RECORD_NS,
+                                libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except KvmMigrationError as exc:
+            exc.details.setdefault("guest_location", "source")
+            exc.details.setdefault("removed_from_destination", self._rollback_offline(uuid))
+            exc.msg += ". The domain stays defined on the source; removed from the destination: %s" % (
+                ", ".join(exc.details["removed_from_destination"]) or "nothing")
+            exc.args = (exc.msg,)
+            raise
+        if req.undefine_source:
+            self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
+        if req.source_cleanup:
+            result["source_disks_removed"] = self._cleanup_source(uuid, plan.volumes)
+        moved = sum(c["size"] for c in copied) + sum(t["size"] for t in plan.storage.templates
+                                                     if t["action"] == "copied")
+        stats = {"time_elapsed": int(copy_seconds * 1000), "disk_processed": moved, "downtime": 0}
+        result.update({
+            "volumes_created": list(self.stager.created),
+            "copied": copied,
+            "stats": stats,
+            "summary": summarize(stats, time.monotonic() - started),
+            "state": self._final_state(self.source.lookup_domain_by_uuid(uuid), dst),
+        })
+        return result
+
+    def _rollback_offline(self, uuid):
+        """Undo an offline move that failed: the destination's definition (the preflight made sure there was none
+        before) and every volume this run created there."""
+        removed = []
+        dst = self.dest.lookup_domain_by_uuid(uuid)
+        if dst is not None and not dst.isActive():
+            with libvirt_errors("remove the half-made definition of %s from the destination" % self.request.name):
+                dst.undefine()
+            removed.append("domain %s" % self.request.name)
+        return removed + self.stager.rollback()
+
+    # ------------------------------------------------------------------ attach
+    def _attach(self, result, located, check_mode, started):
+        """A migration to the destination was already running: wait for it (with the timeouts of this request),
+        then converge as for a domain that is already there (undefine the stale source, clean up if asked)."""
+        req = self.request
+        src = located.source_domain
+        result.update(changed=True, operation="attach",
+                      reason="a migration of %s to the destination was already running; this run waited for it "
+                             "instead of starting another" % req.name)
+        if check_mode:
+            result["state"] = self._final_state(src, located.dest_domain)
+            return result
+        uuid = src.UUIDString()
+        total = (located.running_job or {}).get("data_total", 0)
+        timeout = req.timeout or max(MIN_DEFAULT_TIMEOUT, int(req.completion_timeout * total / GIB))
+        # Someone else chose that job's flags: its downtime is left alone, and a timeout action can only pause
+        # the guest or abort the job (post-copy may not be enabled for it).
+        self.controller = Controller(Policy(
+            completion_timeout=timeout, completion_action=req.completion_action,
+            progress_timeout=req.progress_timeout, progress_action=req.progress_action,
+            downtime_schedule=[0], step_interval=req.downtime_step_interval, postcopy="off"))
+        waited = time.monotonic()
+        while True:
+            time.sleep(req.poll_interval)
+            elapsed = time.monotonic() - waited
+            stats = self._sample(src, elapsed)
+            if stats is None:
+                break
+            for action, value, _reason in self.controller.decide(elapsed, stats):
+                self._act(src, action, value)
+        src = self.source.lookup_domain_by_uuid(uuid)
+        dst = self.dest.lookup_domain_by_uuid(uuid)
+        events = [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]
+        if src is not None and src.isActive():
+            if self.controller.paused and state_name(src) == "paused":
+                with libvirt_errors("resume %s on the source after the migration it waited for failed" % req.name):
+                    src.resume()
+            raise OperationFailed(
+                "The migration of %s that was already running ended without moving the guest: it keeps running on "
+                "the source. This run made no change; run it again to migrate" % req.name,
+                details={"guest_location": "source", "events": events, "progress": self.progress,
+                         "state": self._final_state(src, dst)})
+        if dst is None or not dst.isActive():
+            raise OperationFailed(
+                "The migration of %s that was already running ended, and the guest runs neither on the source nor on "
+                "the destination. Nothing was deleted" % req.name,
+                details={"guest_location": "unknown", "events": events, "state": self._final_state(src, dst)})
+        if self.controller.paused and state_name(dst) == "paused":
+            with libvirt_errors("resume %s on the destination (it was paused to finish the migration)" % req.name):
+                dst.resume()
+        stats = self._completed_stats(src, dst)
+        done = self._converge_done(dict(result), src, dst, check_mode=False)
+        result["state"] = done["state"]
+        if done.get("operation", "none") != "none":
+            result["operation"] = "attach+" + done["operation"]
+        if "source_disks_removed" in done:
+            result["source_disks_removed"] = done["source_disks_removed"]
+        result.update(events=events, stats=stats, summary=summarize(stats, time.monotonic() - started),
+                      progress=self.progress)
         return result
 
     def _stage_templates(self, storage):
@@ -516,14 +680,14 @@ class Migration:
             },
         )
 
-    def _verify_destination(self, uuid, volumes):
+    def _verify_destination(self, uuid, volumes, active=True):
         req = self.request
         dst = self.dest.lookup_domain_by_uuid(uuid)
         problems = []
         if dst is None:
             problems.append("the domain is absent")
         else:
-            if not dst.isActive():
+            if bool(dst.isActive()) != active:
                 problems.append("the domain is %s" % state_name(dst))
             if req.persistent and not dst.isPersistent():
                 problems.append("the domain is not persistent")
@@ -545,6 +709,8 @@ class Migration:
     def _completed_stats(self, src, dst):
         stats = {}
         for dom in (dst, src):  # the source's view has the disk figures; it wins on overlap
+            if dom is None:
+                continue
             try:
                 stats.update(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
             except Exception:  # not every side keeps completed statistics
@@ -556,6 +722,13 @@ class Migration:
         source_cleanup, source images the destination no longer needs.  Otherwise nothing to do."""
         req = self.request
         operations = []
+        if req.persistent and dst.isActive() and not dst.isPersistent():
+            # A transient domain (another client migrated it without persisting it): persistence is part of
+            # the desired state.
+            operations.append("persist")
+            if not check_mode:
+                with libvirt_errors("define %s persistently on the destination" % req.name):
+                    self.dest.conn.defineXML(dst.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE))
         if src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString():
             operations.append("undefine_source")
             if not check_mode:
@@ -568,11 +741,13 @@ class Migration:
                 result["source_disks_removed"] = removable
         if operations:
             result.update(changed=True, operation="+".join(operations),
-                          reason="the domain runs on the destination; %s" % " and ".join(
-                              {"undefine_source": "its stale definition remained on the source",
+                          reason="the domain is on the destination; %s" % " and ".join(
+                              {"persist": "it was not defined persistently there",
+                               "undefine_source": "its stale definition remained on the source",
                                "cleanup_source": "its old images remained on the source"}[o] for o in operations))
         else:
-            result.update(operation="none", reason="domain %s already runs on the destination" % req.name)
+            result.update(operation="none", reason="domain %s already %s on the destination"
+                          % (req.name, "runs" if dst.isActive() else "is defined"))
         result["state"] = self._final_state(src, dst)
         return result
 

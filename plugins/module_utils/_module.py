@@ -36,6 +36,7 @@ MIGRATION_ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "dest_uri": {"type": "str", "required": True},
     "storage": {"type": "str", "default": "auto", "choices": ["auto", "shared", "copy_all", "copy_incremental"]},
+    "live": {"type": "bool", "default": True},
     "migrate_uri": {"type": "str"},
     "disks_uri": {"type": "str"},
     "allow_unsafe": {"type": "bool", "default": False},

@@ -19,7 +19,10 @@ import errno
 import ipaddress
 import os
 import socket
+import time
+import xml.etree.ElementTree as ET
 from urllib.parse import urlparse
+from xml.sax.saxutils import escape
 
 from ansible_collections.kvm.migration.plugins.module_utils import _cpu
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_name
@@ -27,6 +30,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     ConnectionFailed,
     InvalidRequest,
     KvmMigrationError,
+    is_error,
+    libvirt,
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
@@ -37,6 +42,12 @@ SAFE_CACHE_MODES = ("none", "directsync")
 MIGRATION_PORTS = (49152, 49153)
 PORT_TIMEOUT = 2.0
 MIB = 1024 * 1024
+# How long to wait for the destination's incoming domain when the source already has an outgoing migration job
+# (libvirt starts the job on the source before the destination is prepared).
+INCOMING_WAIT = 10.0
+# The record an offline move leaves in the destination's definition (domain metadata), to recognise its own copy.
+OFFLINE_RECORD_NS = "https://github.com/kvm-migration/kvm.migration/offline/1"
+OFFLINE_RECORD_PREFIX = "kvmmig"
 CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "cache",
                "storage", "network")
 
@@ -63,6 +74,7 @@ class Report:
         self.checks = []
         self.hosts = {}
         self.nothing_to_do = False
+        self.attach = False
 
     def add(self, name, status, message, hint="", **details):
         self.checks.append(Check(name, status, message, hint, details))
@@ -91,6 +103,7 @@ class Report:
         return {
             "verdict": self.verdict,
             "nothing_to_do": self.nothing_to_do,
+            "attach": self.attach,
             "blockers": [c.name for c in self.blockers],
             "warnings": [c.name for c in self.checks if c.status == WARN],
             "checks": [c.as_dict() for c in sorted(self.checks, key=lambda c: order.get(c.name, 99))],
@@ -121,6 +134,7 @@ class StoragePlan:
     shared: list = dataclasses.field(default_factory=list)  # targets left where they are
     templates: list = dataclasses.field(default_factory=list)  # backing files: {path, format, capacity, size, action}
     incremental: bool = False
+    offline: bool = False  # copied file by file through libvirt streams while the domain is shut off
     unsafe: bool = False  # shared file storage libvirt may not recognise: proven shared, so VIR_MIGRATE_UNSAFE
 
     def as_dict(self):
@@ -136,6 +150,8 @@ class Located:
     dest_domain: object = None
     spec: DomainSpec = None
     storage: StoragePlan = None
+    running_job: dict = None  # job statistics of a migration that was already running when the preflight began
+    not_a_current_copy: list = None  # offline: why the destination's definition of the same domain is not our copy
 
 
 class Preflight:
@@ -162,7 +178,10 @@ class Preflight:
             r.skip_rest("needs the domain running on the source")
             return r, self.located
         if r.nothing_to_do:
-            r.skip_rest("the domain already runs on the destination")
+            r.skip_rest("the domain is already on the destination")
+            return r, self.located
+        if r.attach:
+            r.skip_rest("a migration to the destination is already running; this run waits for it")
             return r, self.located
         for check in (self._name, self._cpu, self._memory, self._machine, self._devices, self._cache,
                       self._storage, self._network):
@@ -214,6 +233,8 @@ class Preflight:
         self.located.source_domain, self.located.dest_domain = src, dst
         src_active = bool(src is not None and src.isActive())
         dst_active = bool(dst is not None and dst.isActive())
+        if src_active and self._running_migration(src):
+            return self._attach(src)
         if src_active and dst_active:
             r.add("domain", FAIL, "Domain %s is active on both hosts; refusing to touch either" % req.name,
                   "find out which copy is authoritative and stop the other one")
@@ -226,6 +247,8 @@ class Preflight:
             r.add("domain", FAIL, "Domain %s does not exist on the source %s nor on the destination %s"
                   % (req.name, self.source.uri, self.dest.uri), "check the name and the hosts")
             return False
+        if not getattr(req, "live", True):
+            return self._domain_offline(src, dst, src_active)
         if src is None:
             r.add("domain", FAIL, "Domain %s is defined on the destination %s but not running, and is absent from "
                   "the source %s" % (req.name, self.dest.uri, self.source.uri),
@@ -233,24 +256,123 @@ class Preflight:
             return False
         if not src_active:
             r.add("domain", FAIL, "Domain %s is %s on the source; a live migration needs a running domain"
-                  % (req.name, state_name(src)), "start the domain first")
+                  % (req.name, state_name(src)),
+                  "start the domain first, or move it while it is shut off with live=false (an offline migration)")
             return False
         with libvirt_errors("read the definition of %s" % req.name):
             self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
         r.add("domain", PASS, "domain %s is %s on the source" % (req.name, state_name(src)))
         return True
 
+    def _domain_offline(self, src, dst, src_active):
+        """An offline move: the domain must be shut off on the source.  Done when the destination holds the
+        definition and the source does not, or when the source's images are unchanged since this collection copied
+        them (its record in the destination's definition says so)."""
+        req, r = self.request, self.report
+        if src is None:
+            if dst.isPersistent():
+                r.nothing_to_do = True
+                r.add("domain", PASS, "domain %s is defined on the destination (%s) and not on the source"
+                      % (req.name, state_name(dst)))
+                return True
+            r.add("domain", FAIL, "Domain %s is absent from the source %s" % (req.name, self.source.uri),
+                  "check the name and the hosts")
+            return False
+        if src_active:
+            r.add("domain", FAIL, "Domain %s is %s on the source; an offline migration (live=false) moves a shut-off "
+                  "domain" % (req.name, state_name(src)),
+                  "shut the domain down first (virsh shutdown), or migrate it live (live=true)")
+            return False
+        if dst is not None and dst.UUIDString() == src.UUIDString():
+            self.located.not_a_current_copy = self.offline_copy_changes(src, dst)
+            if not self.located.not_a_current_copy:
+                r.nothing_to_do = True
+                r.add("domain", PASS, "domain %s was moved to the destination offline, and its images on the source "
+                      "have not changed since" % req.name)
+                return True
+        with libvirt_errors("read the definition of %s" % req.name):
+            self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
+        r.add("domain", PASS, "domain %s is shut off on the source; it moves offline" % req.name)
+        return True
+
+    def offline_copy_changes(self, src, dst):
+        """Why the destination's definition of `src` is not a current copy made by an offline move (empty list: it
+        is).  It is current when its record names this source host and every source image still has the size and
+        modification time it had when it was copied."""
+        record = read_offline_record(dst)
+        if record is None:
+            return ["the destination's definition was not made by an offline move of kvm.migration"]
+        if record.get("source_host_uuid") != self.source.host_uuid():
+            return ["the destination's copy came from another host"]
+        problems = []
+        for image in record.get("images", []):
+            facts = self.source_stager.facts(image["path"]) if self.source_stager else None
+            if facts is None:
+                problems.append("%s is gone from the source" % image["path"])
+            elif (facts["physical"], facts["mtime"]) != (image["size"], image["mtime"]):
+                problems.append("%s changed on the source since it was copied" % image["path"])
+        return problems
+
+    def _running_migration(self, src):
+        """The job statistics of a migration out of the source that is already running, or None."""
+        try:
+            stats = src.jobStats(0)
+        except Exception:  # no job information: nothing runs
+            return None
+        outgoing = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 5)
+        if not stats or stats.get("type", 0) == 0 or stats.get("operation") != outgoing:
+            return None
+        self.located.running_job = stats
+        return stats
+
+    def _attach(self, src):
+        """A migration of the domain is already running (another client started it, or an earlier run that was cut
+        off).  If it goes to this destination, the run waits for it instead of starting a second one."""
+        req, r = self.request, self.report
+        deadline = time.monotonic() + INCOMING_WAIT
+        while True:
+            dst = self.dest.lookup_domain_by_uuid(src.UUIDString())
+            if dst is not None and dst.isActive():
+                break
+            if time.monotonic() >= deadline or self._running_migration(src) is None:
+                r.add("domain", FAIL, "A migration of %s is already running on the source, but not to %s"
+                      % (req.name, self.dest.uri),
+                      "wait for it to finish, or abort it (virsh domjobabort %s)" % req.name)
+                return False
+            time.sleep(0.5)
+        self.located.dest_domain = dst
+        r.nothing_to_do = False
+        r.add("domain", PASS, "a migration of %s to the destination is already running (%.0f%% of %d MiB processed); "
+              "this run attaches to it instead of starting another"
+              % (req.name, 100.0 * _done_fraction(self.located.running_job),
+                 self.located.running_job.get("data_total", 0) // MIB), attached=True)
+        r.attach = True
+        return True
+
     def _name(self):
-        dst = self.located.dest_domain
+        req, dst = self.request, self.located.dest_domain
         if dst is not None:
+            why = ""
+            if self.located.not_a_current_copy:
+                why = " (%s)" % "; ".join(self.located.not_a_current_copy)
             self.report.add(
                 "name", FAIL,
-                "A domain named %s is already defined on the destination %s (state %s, UUID %s)"
-                % (self.request.name, self.dest.uri, state_name(dst), dst.UUIDString()),
+                "A domain named %s is already defined on the destination %s (state %s, UUID %s)%s"
+                % (req.name, self.dest.uri, state_name(dst), dst.UUIDString(), why),
                 "undefine or rename the destination's domain, or migrate to another host",
             )
-        else:
-            self.report.add("name", PASS, "no domain named %s on the destination" % self.request.name)
+            return
+        same_uuid = self.dest.lookup_domain_by_uuid(self.located.spec.uuid)
+        if same_uuid is not None:
+            self.report.add(
+                "name", FAIL,
+                "The destination %s already has a domain with the UUID %s of %s, named %s (state %s)"
+                % (self.dest.uri, self.located.spec.uuid, req.name, same_uuid.name(), state_name(same_uuid)),
+                "libvirt refuses two domains with one UUID: undefine the destination's %s, or migrate to another host"
+                % same_uuid.name(),
+            )
+            return
+        self.report.add("name", PASS, "no domain named %s, nor with its UUID, on the destination" % req.name)
 
     def _cpu(self):
         spec = self.located.spec
@@ -292,7 +414,14 @@ class Preflight:
                             "compute a common CPU with kvm.migration.cpu_baseline, apply it to the domain and "
                             "restart it", verdict=verdict, source_verdict=source_verdict)
 
+    @property
+    def offline(self):
+        return not getattr(self.request, "live", True)
+
     def _memory(self):
+        if self.offline:
+            self.report.add("memory", SKIP, "offline: the domain needs memory on the destination only when it starts")
+            return
         need = self.located.spec.memory_kib * 1024
         margin = self.request.memory_margin * MIB
         free = self.dest.free_memory()
@@ -307,7 +436,7 @@ class Preflight:
 
     def _machine(self):
         spec = self.located.spec
-        machines = set()
+        machines, emulators = set(), set()
         for guest in self.dest.capabilities().findall("guest"):
             arch = guest.find("arch")
             if arch is None or arch.get("name") != spec.arch:
@@ -316,26 +445,44 @@ class Preflight:
                 machines.add(m.text)
                 if m.get("canonical"):
                     machines.add(m.get("canonical"))
-        if not spec.machine or spec.machine in machines:
-            self.report.add("machine", PASS, "machine type %s is supported on the destination" % spec.machine)
+            emulators.update((e.text or "").strip() for e in arch.iter("emulator"))
+        problems, hints, details = [], [], {}
+        if spec.machine and spec.machine not in machines:
+            problems.append("machine type %s (%s) is not supported by the destination's QEMU" % (spec.machine, spec.arch))
+            hints.append("upgrade QEMU on the destination; migration to an older QEMU is not supported")
+            details["supported"] = sorted(m for m in machines if m)
+        if spec.emulator and emulators and spec.emulator not in emulators:
+            # libvirt keeps the <emulator> path across a migration (RHEL's /usr/libexec/qemu-kvm, Debian's
+            # /usr/bin/qemu-system-x86_64).
+            problems.append("the domain's emulator %s does not exist on the destination (it has %s)"
+                            % (spec.emulator, ", ".join(sorted(emulators))))
+            hints.append("set <emulator> in the domain to a path the destination has (a symlink there also works)")
+            details["emulators"] = sorted(emulators)
+        if problems:
+            self.report.add("machine", FAIL, "; ".join(problems), " / ".join(hints), **details)
         else:
-            self.report.add("machine", FAIL, "machine type %s (%s) is not supported by the destination's QEMU"
-                            % (spec.machine, spec.arch),
-                            "upgrade QEMU on the destination; migration to an older QEMU is not supported",
-                            supported=sorted(m for m in machines if m))
+            self.report.add("machine", PASS, "machine type %s and emulator %s are available on the destination"
+                            % (spec.machine, spec.emulator or "(default)"))
 
     def _devices(self):
         blockers = []
         for dev in self.located.spec.hostdevs:
             blockers.append("host device passthrough (%s %s)" % (dev["type"], dev["address"] or dev["model"] or ""))
         blockers += self.located.spec.unmigratable_devices
-        if blockers:
+        if blockers and self.offline:
+            self.report.add("devices", WARN, "offline: the destination needs the same host devices before the domain "
+                            "starts there: %s" % ", ".join(blockers),
+                            "make the devices available on the destination, or detach them", devices=blockers)
+        elif blockers:
             self.report.add("devices", FAIL, "devices that cannot migrate: %s" % ", ".join(blockers),
                             "detach them before migrating (virsh detach-device), or migrate offline", devices=blockers)
         else:
             self.report.add("devices", PASS, "no device that prevents migration")
 
     def _cache(self):
+        if self.offline:
+            self.report.add("cache", SKIP, "offline: no guest writes while the disks are copied")
+            return
         unsafe = ["%s (cache=%s)" % (d.target, d.cache) for d in self.located.spec.disks
                   if d.device in ("disk", "lun") and not d.readonly and d.cache not in SAFE_CACHE_MODES]
         if not unsafe:
@@ -387,15 +534,30 @@ class Preflight:
                                 "appear on the source" % (disk.source, os.path.dirname(disk.source)))
                 continue
             volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity)
-            if req.storage == "copy_incremental" and disk.backing:
+            if self.offline:
+                # Copied file by file, the image keeps its backing file: stage the chain as for incremental.
+                facts = self.source_stager.facts(disk.source)
+                if facts is None:
+                    problems.append("%s (%s) is not visible to libvirt's storage on the source, so it cannot be "
+                                    "copied" % (disk.source, disk.target))
+                    continue
+                allocation = facts["physical"]
+                if disk.backing:
+                    backing = disk.backing[0]
+                    volume.backing_path, volume.backing_format = backing.path, backing.format
+                    problems += self._templates(disk, plan)
+            elif req.storage == "copy_incremental" and disk.backing:
                 backing = disk.backing[0]
                 volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity,
                                     backing_path=backing.path, backing_format=backing.format)
                 problems += self._templates(disk, plan)
             plan.copy.append((disk.target, volume, allocation))
-        plan.incremental = req.storage == "copy_incremental"
+        plan.incremental = req.storage == "copy_incremental" and not self.offline
+        plan.offline = self.offline
         if plan.copy and plan.shared:
             plan.mode = "mixed"
+        elif plan.copy and self.offline:
+            plan.mode = "copy_offline"
         elif plan.copy:
             plan.mode = "copy_incremental" if plan.incremental else "copy_all"
         else:
@@ -479,12 +641,19 @@ class Preflight:
                    "copy_incremental": "%d disk(s) will be copied as overlays, %d template(s) copied, %d present"
                    % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
                       sum(t["action"] == "present" for t in plan.templates)),
+                   "copy_offline": "%d image(s) will be copied with their backing chains, %d template(s) copied, %d "
+                   "present" % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
+                                sum(t["action"] == "present" for t in plan.templates)),
                    "mixed": "%d disk(s) stay on shared storage, %d will be copied" % (len(plan.shared), len(plan.copy))}
         self.report.add("storage", PASS, "storage %s: %s; the destination has room" % (plan.mode, summary[plan.mode]),
                         space=space, plan=plan.as_dict())
 
     def _network(self):
         req = self.request
+        if self.offline:
+            self.report.add("network", SKIP, "offline: the disks and the definition travel over the libvirt "
+                            "connection, not the migration ports")
+            return
         if urlparse(self.source.uri).hostname:
             self.report.add("network", SKIP, "the module runs away from the source host (uri %s); run it on the "
                             "source to check the migration data path" % self.source.uri)
@@ -522,6 +691,46 @@ class Preflight:
         else:
             self.report.add("network", PASS, "migration data path open: %s; ports %s reachable"
                             % (", ".join(notes), ", ".join(map(str, MIGRATION_PORTS))))
+
+
+def _done_fraction(stats):
+    total = stats.get("data_total") or 0
+    return (stats.get("data_processed", 0) / float(total)) if total else 0.0
+
+
+def _attr(value):
+    return escape(str(value), {"'": "&apos;", '"': "&quot;"})
+
+
+def offline_record_xml(source_host_uuid, source_uri, images):
+    """The record an offline move writes into the destination's definition: where the domain came from, and
+    each copied image's size, modification time and sha256 on the source."""
+    parts = ["<move source_host_uuid='%s' source_uri='%s' at='%d'>"
+             % (_attr(source_host_uuid), _attr(source_uri), int(time.time()))]
+    for image in images:
+        parts.append("<image path='%s' size='%d' mtime='%s' sha256='%s'/>"
+                     % (_attr(image["path"]), image["size"], _attr(image["mtime"]), _attr(image["sha256"])))
+    parts.append("</move>")
+    return "".join(parts)
+
+
+def read_offline_record(dom):
+    """The offline move record of a domain's persistent definition, as a dict, or None."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OFFLINE_RECORD_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except Exception as exc:
+        if is_error(exc, "VIR_ERR_NO_DOMAIN_METADATA", "VIR_ERR_ARGUMENT_UNSUPPORTED", "VIR_ERR_NO_SUPPORT"):
+            return None
+        with libvirt_errors("read the metadata of %s" % dom.name()):
+            raise
+    root = ET.fromstring(text)
+    return {
+        "source_host_uuid": root.get("source_host_uuid"),
+        "source_uri": root.get("source_uri"),
+        "at": int(root.get("at") or 0),
+        "images": [{"path": i.get("path"), "size": int(i.get("size") or 0), "mtime": i.get("mtime") or "",
+                    "sha256": i.get("sha256")} for i in root.iter() if i.tag.rsplit("}", 1)[-1] == "image"],
+    }
 
 
 def describe_cpu_model(cpu_xml):

@@ -88,7 +88,45 @@ def volume_facts(vol):
         "allocation": int(xml.findtext("allocation") or 0),
         "backing_path": xml.findtext("backingStore/path") or "",
         "backing_format": backing_fmt.get("type") if backing_fmt is not None else "",
+        "physical": int(xml.findtext("physical") or xml.findtext("allocation") or 0),
+        "mtime": xml.findtext("target/timestamps/mtime") or "",
     }
+
+
+def _sparse_streams():
+    """Whether this libvirt binding can move holes through streams (libvirt 3.4 and later)."""
+    return all(hasattr(libvirt, n) for n in ("VIR_STREAM_RECV_STOP_AT_HOLE", "VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM",
+                                             "VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM"))
+
+
+_ZEROS = memoryview(bytes(STREAM_CHUNK))
+
+
+def _pump(down, up, sha, sparse):
+    """Move a download stream's bytes into `sha` and, if given, an upload stream.  A hole (sparse streams only)
+    is hashed as zeros and recreated as a hole on the upload side."""
+    while True:
+        if sparse:
+            data = down.recvFlags(STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
+            if data == -3:  # a hole comes next
+                length = down.recvHole(0)
+                if up is not None:
+                    up.sendHole(length, 0)
+                while length > 0:
+                    step = min(length, STREAM_CHUNK)
+                    sha.update(_ZEROS[:step])
+                    length -= step
+                continue
+        else:
+            data = down.recv(STREAM_CHUNK)
+        if not data:
+            return
+        sha.update(data)
+        if up is not None:
+            view = memoryview(data)
+            while view:
+                sent = up.send(view.tobytes())
+                view = view[sent:]
 
 
 class VolumeStager:
@@ -201,6 +239,8 @@ class VolumeStager:
 
     def physical_size(self, path):
         vol = self.existing(path)
+        if vol is None:
+            raise InvalidRequest("%s does not exist on %s" % (path, self.client.uri))
         with libvirt_errors("read the size of %s on %s" % (path, self.client.uri)):
             info = vol.info()  # [type, capacity, allocation]
             return int(ET.fromstring(vol.XMLDesc(0)).findtext("physical") or info[2])
@@ -229,46 +269,38 @@ class VolumeStager:
                 marker.delete(0)
         return found
 
-    def digest(self, path, offset=0, length=0):
-        """sha256 of the volume's bytes as stored (length 0: to the end), read through libvirt."""
+    def digest(self, path, offset=0, length=0, sparse=False):
+        """sha256 of the volume's bytes as stored (length 0: to the end), read through libvirt.  With `sparse`,
+        holes travel as lengths and are hashed as the zeros they read as."""
         import hashlib
 
         sha = hashlib.sha256()
         vol = self.existing(path)
+        sparse = sparse and _sparse_streams()
         with libvirt_errors("read %s on %s" % (path, self.client.uri)):
             stream = self.client.conn.newStream(0)
-            vol.download(stream, offset, length, 0)
-            while True:
-                data = stream.recv(STREAM_CHUNK)
-                if not data:
-                    break
-                sha.update(data)
+            vol.download(stream, offset, length, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
+            _pump(stream, None, sha, sparse)
             stream.finish()
         return sha.hexdigest()
 
-    def copy_from(self, other, path, fmt):
+    def copy_from(self, other, path, fmt, sparse=False):
         """Copy the volume at `path` on `other` (another host's stager) byte for byte to the same path here,
-        through libvirt streams; returns the sha256 of what was sent.  The new volume counts as created."""
+        through libvirt streams; returns the sha256 of what was sent.  The new volume counts as created.
+        With `sparse`, holes in the file are sent as lengths, so a sparse raw image stays sparse."""
         import hashlib
 
         source = other.existing(path)
         size = other.physical_size(path)
         target = self.create(VolumeSpec(path, "raw", max(size, 512)))
         sha = hashlib.sha256()
+        sparse = sparse and _sparse_streams()
         with libvirt_errors("copy %s from %s to %s" % (path, other.client.uri, self.client.uri)):
             down = other.client.conn.newStream(0)
             up = self.client.conn.newStream(0)
-            source.download(down, 0, 0, 0)
-            target.upload(up, 0, 0, 0)
-            while True:
-                data = down.recv(STREAM_CHUNK)
-                if not data:
-                    break
-                sha.update(data)
-                view = memoryview(data)
-                while view:
-                    sent = up.send(view.tobytes())
-                    view = view[sent:]
+            source.download(down, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
+            target.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0)
+            _pump(down, up, sha, sparse)
             down.finish()
             up.finish()
         pool = self._pool_for_dir(os.path.dirname(path), create=True)

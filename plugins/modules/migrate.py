@@ -8,11 +8,18 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: migrate
-short_description: Make a libvirt domain run on a destination host, by live migration
+short_description: Make a libvirt domain run on a destination host, by live or offline migration
 version_added: 0.1.0
 description:
-  - Desired state - the domain O(name) is active on the host at O(dest_uri). If it already is, and it is not active
-    on the source, nothing happens.
+  - Desired state - the domain O(name) is active on the host at O(dest_uri) (with O(live=false), defined there). If it
+    already is, and it is not active on the source, nothing happens.
+  - If a migration of the domain to O(dest_uri) is already running (started by another client, or by an earlier run
+    that was cut off), the module waits for it instead of starting a second one (RV(operation=attach)), then
+    converges as for a domain that is already there. Its timeouts apply to the job it waits for; a timeout action
+    V(postcopy) then aborts, since post-copy may not be enabled for that job.
+  - With O(live=false) a shut-off domain moves offline - its images are copied and verified, then its definition;
+    see O(live). The destination's definition records where it came from, so that a run with O(undefine_source=false)
+    is a no-op while the source images are unchanged.
   - Otherwise the module live-migrates it peer-to-peer from the source (O(uri), normally the local host the task
     runs on) to the destination. The source libvirtd connects to O(dest_uri) itself, so O(dest_uri) must be
     reachable from the source host.
@@ -20,8 +27,9 @@ description:
     volume with the same format and virtual size, so a thin qcow2 image stays thin.
   - The source definition is removed only after the domain verifiably runs (and, with O(persistent), is
     defined) on the destination.
-  - If the migration fails or is aborted, the guest keeps running on the source and the module removes what it
-    made on the destination (the half-made domain and the volumes it created), then fails with the reason.
+  - If the migration fails or is aborted, the guest keeps running on the source (offline - stays defined there) and the
+    module removes what it made on the destination (the half-made domain and the volumes it created), then fails with
+    the reason.
   - Before anything changes, the module runs the same checks as M(kvm.migration.preflight) - connection, host UUIDs,
     the domain's state, its name on the destination, CPU, memory, machine type, devices, disk cache modes,
     destination storage, and the migration data path - and refuses with the full report when any of them fails.
@@ -46,6 +54,8 @@ attributes:
       - The first run migrates; a second run finds the domain active on the destination and reports no change.
       - When a stale, shut-off definition of the same domain (same UUID) remains on the source and
         O(undefine_source=true), a later run removes it and reports a change.
+      - A domain that runs on the destination without a persistent definition is defined there when
+        O(persistent=true), and that is reported as a change.
 options:
   persistent:
     description:
@@ -250,10 +260,12 @@ preflight:
   sample: {verdict: pass, nothing_to_do: false, blockers: [], warnings: [],
            checks: [{name: cpu, status: pass, message: "the domain's CPU (EPYC) runs on the destination (identical)"}]}
 operation:
-  description: What the run did, or would do in check mode.
+  description:
+    - What the run did, or would do in check mode - V(migrate), V(none) (already there), V(attach) (waited for a
+      migration that was already running), or what converging an existing copy took, joined with C(+) -
+      V(persist), V(undefine_source), V(cleanup_source) (for example V(attach+undefine_source)).
   returned: always
   type: str
-  choices: [none, migrate, undefine_source]
   sample: migrate
 reason:
   description: Why that action was chosen.
@@ -273,7 +285,7 @@ storage:
   sample: copy_all
 timeout:
   description: The timeout in seconds that applied to the migration job.
-  returned: when operation is migrate
+  returned: when operation is migrate and O(live=true)
   type: int
   sample: 200
 disks:
@@ -290,6 +302,21 @@ volumes:
   elements: dict
   sample: [{path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, capacity: 67108864, backing_path: "",
             backing_format: ""}]
+copied:
+  description: The images an offline migration copied, each with its size, modification time and sha256 on the
+    source (the destination's copy read back gave the same sha256).
+  returned: when an offline migration ran
+  type: list
+  elements: dict
+  sample: [{target: vda, path: /var/lib/libvirt/images/web01.qcow2, size: 1376256, mtime: "1764652800.123456789",
+            sha256: 3f0c2b1e...}]
+events:
+  description: What the module did to a migration it attached to (a pause or an abort on a timeout), with the time
+    and the reason.
+  returned: when operation is attach
+  type: list
+  elements: dict
+  sample: []
 volumes_created:
   description: Paths of the volumes the module created on the destination.
   returned: when a migration ran
@@ -348,7 +375,7 @@ source_disks_removed:
   sample: [/var/lib/libvirt/images/web01.qcow2]
 progress:
   description: Samples of the running job, taken every O(poll_interval) seconds (thinned out on long runs).
-  returned: when a migration ran
+  returned: when a live migration ran, or one was attached to
   type: list
   elements: dict
   sample: [{t: 0.5, data_processed: 52428800, data_remaining: 236978176, memory_bps: 104857600, iteration: 1}]

@@ -70,7 +70,7 @@ def test_auto_picks_more_than_plain_precopy_and_shows_live_progress(ansible, bus
         "live_migration_vm": busy.name, "live_migration_source": SRC, "live_migration_destination": DST,
         "live_migration_bandwidth": 20, "live_migration_source_cleanup": True})
     assert not run.failed, run.stdout[-3000:]
-    result = run.task("Live-migrate the VM")
+    result = run.task("Migrate the VM")
     strategy = result["strategy"]
     assert strategy["prediction"]["converges"] is False
     assert strategy["chosen"] != "pre-copy" and "auto_converge" in result["flags"]

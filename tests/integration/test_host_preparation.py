@@ -34,7 +34,7 @@ def migrate(ansible, vm, source, destination, transport):
                                      # Hosts hop back and forth: free the path for the return trip.
                                      "live_migration_source_cleanup": True})
     assert not run.failed, run.stdout[-3000:]
-    return run.task("Live-migrate the VM")
+    return run.task("Migrate the VM")
 
 
 def test_prepare_bare_hosts_then_migrate_over_every_transport(bare_lab, ansible):

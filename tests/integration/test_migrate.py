@@ -34,7 +34,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # Check mode first: predicts a change, changes nothing.
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST), check=True)
     assert not run.failed, run.stdout[-3000:]
-    planned = run.task("Live-migrate the VM")
+    planned = run.task("Migrate the VM")
     assert planned["changed"] is True
     assert planned["operation"] == "migrate"
     assert [v["path"] for v in planned["volumes"]] == [guest.disk_path]
@@ -44,7 +44,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # A → B, for real, removing the source image once B checks out (so that B → A finds the path free).
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True))
     assert not run.failed, run.stdout[-3000:]
-    moved = run.task("Live-migrate the VM")
+    moved = run.task("Migrate the VM")
     assert moved["changed"] is True
     assert moved["volumes_created"] == [guest.disk_path]
     assert moved["summary"]["downtime_ms"] is not None
@@ -69,7 +69,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # The same request again is a no-op.
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST))
     assert not run.failed, run.stdout[-3000:]
-    again = run.task("Live-migrate the VM")
+    again = run.task("Migrate the VM")
     assert again["changed"] is False and again["operation"] == "none"
     assert run.changed == 0
     assert "already runs on hv-b" in run.task("Report")["msg"]
@@ -78,7 +78,7 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     # image stays this time (the default).
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, DST, SRC))
     assert not run.failed, run.stdout[-3000:]
-    back = run.task("Live-migrate the VM")
+    back = run.task("Migrate the VM")
     assert back["changed"] is True and "source_disks_removed" not in back
     assert not [t for t in run.tasks if t["task"]["name"] == "Remove the source images"]
     assert lab.exec(DST, ["test", "-e", guest.disk_path], check=False).returncode == 0
@@ -113,7 +113,7 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     run = ansible.wait(proc)
 
     assert run.failed
-    failed = run.task("Live-migrate the VM")
+    failed = run.task("Migrate the VM")
     assert failed["failed"] is True
     assert "failed" in failed["msg"] and "keeps running on the source" in failed["msg"], failed["msg"]
     # libvirt reports either "canceled by client" or, when the peer connection closes first, an EOF;
@@ -129,4 +129,32 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     last = max(n for n, _b in guest.ticks(SRC))
     guest.wait_ticks(SRC, 2, after=last)
     proof = guest.proof([SRC])
+    assert proof["problems"] == [], proof
+
+
+def test_a_migration_already_running_is_attached_to(lab, ansible, guest, migrate_playbook):
+    """Someone else (here plain virsh, capped so that it takes a while) is already migrating the guest: the
+    playbook waits for that migration instead of starting a second one, then removes the source definition
+    virsh left behind."""
+    guest.start_and_wait(SRC, ticks=2)
+    lab.exec(DST, f"qemu-img create -q -f qcow2 {guest.disk_path} {guest.disk_mib}M")
+    lab.exec(SRC, f"setsid -f virsh migrate --live --persistent --copy-storage-all --bandwidth 4 {guest.name} "
+                  f"qemu+ssh://{DST}/system >/root/virsh-migrate.log 2>&1")
+    deadline = time.monotonic() + 60
+    while "Data processed" not in lab.exec(SRC, ["virsh", "domjobinfo", guest.name], check=False).stdout:
+        assert time.monotonic() < deadline, lab.exec(SRC, ["cat", "/root/virsh-migrate.log"]).stdout
+        time.sleep(0.3)
+
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST))
+    assert not run.failed, run.stdout[-3000:]
+    attached = run.task("Migrate the VM")
+    assert attached["changed"] is True
+    assert attached["operation"] == "attach+undefine_source", attached["operation"]
+    assert attached["preflight"]["attach"] is True
+    assert attached["progress"], "the wait must have followed the running job"
+    assert "was already running" in run.task("Report")["msg"]
+    assert_runs_only_on(guest, DST, SRC)
+    last_on_src = max(n for n, _b in guest.ticks(SRC))
+    guest.wait_ticks(DST, 2, after=last_on_src)
+    proof = guest.proof([SRC, DST])
     assert proof["problems"] == [], proof

@@ -104,6 +104,43 @@ def test_name_already_taken_on_the_destination(lab, ansible, vm):
         lab.exec(DST, ["virsh", "-q", "undefine", vm.name])
 
 
+def test_the_same_uuid_under_another_name_on_the_destination(lab, ansible, vm):
+    uuid = lab.exec(SRC, ["virsh", "domuuid", vm.name]).stdout.strip()
+    lab.exec(DST, ["sh", "-c", "cat > /root/twin.xml"], input=(
+        f"<domain type='qemu'><name>twin</name><uuid>{uuid}</uuid><memory unit='MiB'>32</memory>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"))
+    lab.exec(DST, ["virsh", "-q", "define", "/root/twin.xml"])
+    try:
+        assert_blocked(lab, ansible, vm.name, "name", [f"already has a domain with the UUID {uuid} of {vm.name}, "
+                                                       "named twin"])
+    finally:
+        lab.exec(DST, ["virsh", "-q", "undefine", "twin"])
+
+
+class GuestOnPrivateEmulator(LabGuest):
+    """The test guest, run by an emulator path that exists on the source only (as /usr/libexec/qemu-kvm on a
+    RHEL host, seen from a Debian one)."""
+
+    EMULATOR = "/usr/local/bin/qemu-lab"
+
+    def xml(self) -> str:
+        return super().xml().replace("<devices>", f"<devices>\n    <emulator>{self.EMULATOR}</emulator>", 1)
+
+
+def test_an_emulator_the_destination_lacks(lab, ansible):
+    lab.exec(SRC, ["ln", "-sf", "/usr/bin/qemu-system-x86_64", GuestOnPrivateEmulator.EMULATOR])
+    private = GuestOnPrivateEmulator(lab, name="emuvm")
+    private.remove_everywhere()
+    try:
+        private.start_and_wait(SRC, ticks=1)
+        assert_blocked(lab, ansible, private.name, "machine",
+                       [f"the domain's emulator {private.EMULATOR} does not exist on the destination",
+                        "/usr/bin/qemu-system-x86_64"])
+    finally:
+        private.remove_everywhere()
+        lab.exec(SRC, ["rm", "-f", GuestOnPrivateEmulator.EMULATOR])
+
+
 def test_too_little_space_in_the_destination_directory(lab, ansible, vm):
     # A 1 MiB tmpfs over the destination's image directory; the guest's image allocates more than 4 MiB.
     lab.exec(DST, ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/var/lib/libvirt/images"])

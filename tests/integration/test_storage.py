@@ -21,7 +21,7 @@ def migrate(ansible, vm, source, destination, **extra):
     run = ansible.playbook(MIGRATE, {"live_migration_vm": vm.name, "live_migration_source": source,
                                      "live_migration_destination": destination, **extra})
     assert not run.failed, run.stdout[-4000:]
-    result = dict(run.task("Live-migrate the VM"))
+    result = dict(run.task("Migrate the VM"))
     cleanup = [t for t in run.tasks if "Remove the source images" in t["task"]["name"]]
     result["removed"] = next(iter(cleanup[-1]["hosts"].values())).get("source_disks_removed") if cleanup else None
     return result

@@ -6,6 +6,7 @@ and job APIs, so checks that need them are exercised on real hosts in tests/inte
 
 from __future__ import annotations
 
+import libvirt
 import pytest
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
@@ -14,7 +15,14 @@ from ansible_collections.kvm.migration.plugins.module_utils._migration import (
     MigrationRequest,
     summarize,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._preflight import Located, StoragePlan
+from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
+    OFFLINE_RECORD_NS,
+    OFFLINE_RECORD_PREFIX,
+    Located,
+    StoragePlan,
+    offline_record_xml,
+    read_offline_record,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
 
 TEST_DOMAIN = ("<domain type='test'><name>vm1</name><memory>1024</memory>"
@@ -219,3 +227,115 @@ def test_summary_picks_the_operator_figures():
 def test_downtime_schedule_stops_where_the_real_pause_stays_within_500_ms(params, expected):
     # QEMU overshoots its limit by up to ~100 ms (docs/performance.md), so auto never asks for more than 350.
     assert MigrationRequest.from_params(dict({"name": "vm1", "dest_uri": "qemu:///x"}, **params)).schedule() == expected
+
+
+# ---------------------------------------------------------------- offline moves and attaching
+def shut_off(source):
+    dom = source.lookup_domain("vm1")
+    dom.destroy()
+    return dom
+
+
+def test_offline_request_needs_a_shut_off_domain(hosts):
+    found, report = checks(hosts, live=False)
+    assert found["domain"].status == "fail"
+    assert found["domain"].message == ("Domain vm1 is running on the source; an offline migration (live=false) moves "
+                                       "a shut-off domain")
+    assert "shut the domain down first" in found["domain"].hint
+    assert report.verdict == "fail"
+
+
+def test_offline_preflight_skips_what_only_matters_while_the_guest_runs(hosts):
+    source, _dest = hosts
+    shut_off(source)
+    found, _report = checks(hosts, live=False)
+    # The image is no volume libvirt sees on the source (the test driver's pool is empty): it cannot be copied.
+    assert found["storage"].status == "fail"
+    assert "vm1.qcow2 (vda) is not visible to libvirt's storage on the source" in found["storage"].message
+    assert found["domain"].status == "pass" and "it moves offline" in found["domain"].message
+    for name in ("memory", "cache", "network"):
+        assert found[name].status == "skip" and found[name].message.startswith("offline:"), found[name]
+    # A live request for the same shut-off domain names the offline way out.
+    found, _report = checks(hosts)
+    assert "live=false" in found["domain"].hint
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"live": False, "persistent": False}, "always defines the domain on the destination"),
+    ({"live": False, "postcopy": "on_demand"}, "needs a live migration"),
+])
+def test_contradictory_offline_requests_are_refused(hosts, params, message):
+    with pytest.raises(InvalidRequest, match=message):
+        migration(hosts, **params).preflight()
+
+
+def test_offline_plan_moves_only_the_definition(hosts, tmp_path):
+    source, _dest = hosts
+    dom = shut_off(source)
+    disk = VolumeSpec(str(tmp_path / "images" / "vm1.qcow2"), "qcow2", 1 << 20)
+    plan = migration(hosts, live=False).plan(located_with(dom, StoragePlan("copy_all", "copy_offline",
+                                                                           copy=[("vda", disk, 1)], offline=True)))
+    assert plan.flag_names == ["offline", "peer2peer", "persist_dest"]
+    assert plan.params == {} and plan.volumes == [disk]
+
+
+def test_a_domain_with_the_same_uuid_under_another_name_is_a_blocker(hosts):
+    source, dest = hosts
+    xml = source.lookup_domain("vm1").XMLDesc(0).replace("<name>vm1</name>", "<name>other</name>")
+    dest.open().conn.defineXML(xml)
+    found, _report = checks(hosts)
+    assert found["name"].status == "fail"
+    assert "already has a domain with the UUID 11111111-2222-3333-4444-555555555555 of vm1, named other" \
+        in found["name"].message
+
+
+def record_offline_copy(source, dest, tmp_path, size):
+    """What an offline move leaves behind: the definition on the destination with its record."""
+    pool = source.lookup_pool("images")
+    pool.createXML("<volume><name>vm1.qcow2</name><capacity>%d</capacity><allocation>%d</allocation></volume>"
+                   % (size, size), 0)
+    physical = int(pool.storageVolLookupByName("vm1.qcow2").info()[2])
+    dom = dest.open().conn.defineXML(source.lookup_domain("vm1").XMLDesc(0))
+    images = [{"path": str(tmp_path / "images" / "vm1.qcow2"), "size": physical, "mtime": "", "sha256": "ab"}]
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, offline_record_xml(source.host_uuid(), source.uri, images),
+                    OFFLINE_RECORD_PREFIX, OFFLINE_RECORD_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    return dom
+
+
+def test_offline_copy_with_source_kept_is_a_no_op_until_the_source_images_change(hosts, tmp_path):
+    source, dest = hosts
+    shut_off(source)
+    record_offline_copy(source, dest, tmp_path, 1 << 20)
+    result = migration(hosts, live=False, undefine_source=False).execute()
+    assert (result["changed"], result["operation"]) == (False, "none")
+    assert "was moved to the destination offline" in result["preflight"]["checks"][2]["message"]
+    # With undefine_source the stale source definition goes (the images stay).
+    result = migration(hosts, live=False).execute()
+    assert (result["changed"], result["operation"]) == (True, "undefine_source")
+    assert source.lookup_domain("vm1") is None
+    assert source.lookup_pool("images").storageVolLookupByName("vm1.qcow2") is not None
+
+
+def test_offline_copy_whose_source_changed_is_refused(hosts, tmp_path):
+    source, dest = hosts
+    shut_off(source)
+    record_offline_copy(source, dest, tmp_path, 1 << 20)
+    # The source image changed after the copy (the test driver cannot resize: make it anew, larger).
+    pool = source.lookup_pool("images")
+    pool.storageVolLookupByName("vm1.qcow2").delete(0)
+    pool.createXML("<volume><name>vm1.qcow2</name><capacity>%d</capacity><allocation>%d</allocation></volume>"
+                   % (2 << 20, 2 << 20), 0)
+    found, report = checks(hosts, live=False)
+    assert found["name"].status == "fail"
+    assert "changed on the source since it was copied" in found["name"].message
+    assert report.verdict == "fail"
+
+
+def test_offline_record_round_trip(hosts, tmp_path):
+    source, dest = hosts
+    shut_off(source)
+    dom = record_offline_copy(source, dest, tmp_path, 1 << 20)
+    record = read_offline_record(dom)
+    assert record["source_host_uuid"] == source.host_uuid() and record["source_uri"] == source.uri
+    assert [i["path"] for i in record["images"]] == [str(tmp_path / "images" / "vm1.qcow2")]
+    assert read_offline_record(source.lookup_domain("vm1")) is None

@@ -1,0 +1,137 @@
+"""Offline migration of a shut-off guest between two lab hosts, through the collection's playbook.
+
+The guest ran on hv-a and was powered off from inside; its disk holds the tick records it wrote.  What is
+checked with the hosts' own tools: the definition and the images move to hv-b (same sha256, still thin), the
+source keeps nothing, a re-run changes nothing, the guest boots on hv-b, and a failure part-way leaves both
+hosts exactly as they were."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import host_snapshot
+
+pytestmark = pytest.mark.usefixtures("lab")
+
+SRC, DST = "hv-a", "hv-b"
+DATA_DIR = "/srv/data"
+
+
+def offline_vars(vm, **extra):
+    return {"live_migration_vm": vm, "live_migration_source": SRC, "live_migration_destination": DST,
+            "live_migration_live": False, **extra}
+
+
+def sha256(lab, host, path):
+    return lab.exec(host, ["sha256sum", path]).stdout.split()[0]
+
+
+def power_off(guest, host):
+    """Power the guest off from inside, after its last tick record reached the disk."""
+    guest.control(host, "sync")
+    guest.control(host, "poweroff")
+    deadline = time.monotonic() + 30
+    while guest.state(host) != "shut off":
+        assert time.monotonic() < deadline, f"{guest.name} did not power off: {guest.state(host)}"
+        time.sleep(0.5)
+
+
+def test_offline_migration_of_a_shut_off_guest(lab, ansible, guest, migrate_playbook):
+    guest.start_and_wait(SRC, ticks=3)
+    power_off(guest, SRC)
+    records = guest.records(SRC)
+    assert len(records) >= 3
+    digest = sha256(lab, SRC, guest.disk_path)
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+
+    # A live request for a shut-off guest is refused and points at live=false.
+    run = ansible.playbook(migrate_playbook, dict(offline_vars(guest.name), live_migration_live=True))
+    assert run.failed
+    refused = run.task("Migrate the VM")
+    assert "live migration needs a running domain" in refused["msg"] and "live=false" in refused["hint"], refused
+
+    # Check mode predicts the move and changes nothing.
+    run = ansible.playbook(migrate_playbook, offline_vars(guest.name), check=True)
+    assert not run.failed, run.stdout[-3000:]
+    planned = run.task("Migrate the VM")
+    assert planned["changed"] is True and planned["flags"] == ["offline", "peer2peer", "persist_dest"]
+    assert planned["storage_plan"]["mode"] == "copy_offline"
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+
+    run = ansible.playbook(migrate_playbook, offline_vars(guest.name))
+    assert not run.failed, run.stdout[-3000:]
+    moved = run.task("Migrate the VM")
+    assert moved["changed"] is True
+    assert [c["path"] for c in moved["copied"]] == [guest.disk_path]
+    assert moved["copied"][0]["sha256"] == digest
+    assert moved["state"]["destination"]["state"] == "shutoff" and moved["state"]["source"]["state"] == "absent"
+    assert "offline" in run.task("Report")["msg"]
+    # Seen with the hosts' own tools: defined and shut off on B only, the same bytes, still a thin qcow2.
+    assert guest.state(DST) == "shut off" and guest.persistent(DST)
+    assert guest.state(SRC) == "absent"
+    assert sha256(lab, DST, guest.disk_path) == digest
+    assert guest.records(DST) == records
+    info = guest.image_info(DST)
+    assert info["format"] == "qcow2" and info["virtual-size"] == guest.disk_mib * 1024 * 1024
+    assert info["actual-size"] < info["virtual-size"] / 4, info
+    # The source image stays (source_cleanup is off by default); only the definition left.
+    assert lab.exec(SRC, ["test", "-s", guest.disk_path], check=False).returncode == 0
+
+    # The same request again is a no-op.
+    run = ansible.playbook(migrate_playbook, offline_vars(guest.name))
+    assert not run.failed, run.stdout[-3000:]
+    assert run.task("Migrate the VM")["changed"] is False
+    assert run.changed == 0
+
+    # The moved guest boots on B from the copied image.
+    lab.exec(DST, ["virsh", "-q", "start", guest.name])
+    guest.wait_ticks(DST, 2, after=0, timeout=90)
+
+
+def test_offline_migration_keeping_the_source_is_idempotent(lab, ansible, guest):
+    guest.define(SRC, start=False)
+    args = {"name": guest.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False, "undefine_source": False}
+    first = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+    assert first["changed"] is True, first
+    assert guest.state(SRC) == "shut off" and guest.state(DST) == "shut off"
+    # Both hosts hold the definition: the destination's record shows it is this run's copy of unchanged images.
+    again = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+    assert again["changed"] is False, again
+    # Once the source image changes, the two copies differ and the module refuses to pick one.
+    lab.exec(SRC, ["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k", guest.disk_path])
+    changed = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+    assert changed["failed"] is True
+    assert "changed on the source since it was copied" in changed["msg"], changed["msg"]
+
+
+def test_offline_failure_part_way_leaves_both_hosts_as_they_were(lab, ansible, guest):
+    """The second disk's directory is read-only on the destination: the first image is copied, the second cannot
+    be created, and the module removes the first again."""
+    data_disk = f"{DATA_DIR}/{guest.name}-data.qcow2"
+    guest.define(SRC, start=False)
+    lab.exec(SRC, f"mkdir -p {DATA_DIR} && qemu-img create -q -f qcow2 {data_disk} 16M && "
+                  f"qemu-io -f qcow2 -c 'write -P 0x33 0 1M' {data_disk} >/dev/null && "
+                  f"virsh -q attach-disk {guest.name} {data_disk} vdb --driver qemu --subdriver qcow2 --cache none "
+                  "--config")
+    lab.exec(DST, f"mkdir -p {DATA_DIR} && mount --bind {DATA_DIR} {DATA_DIR} && "
+                  f"mount -o remount,bind,ro {DATA_DIR}")
+    try:
+        before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+        before_data = {h: lab.exec(h, ["ls", "-A", DATA_DIR]).stdout for h in (SRC, DST)}
+        digest = sha256(lab, SRC, data_disk)
+        result = ansible.module(SRC, "kvm.migration.migrate", {
+            "name": guest.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False, "storage": "copy_all",
+        }).task("probe")
+        assert result["failed"] is True, result
+        assert data_disk in result["msg"] and "Read-only file system" in result["msg"], result["msg"]
+        assert "stays defined on the source" in result["msg"]
+        assert guest.disk_path in result["removed_from_destination"]
+        assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+        assert {h: lab.exec(h, ["ls", "-A", DATA_DIR]).stdout for h in (SRC, DST)} == before_data
+        assert guest.state(SRC) == "shut off" and guest.persistent(SRC)
+        assert sha256(lab, SRC, data_disk) == digest
+    finally:
+        lab.exec(DST, f"umount {DATA_DIR}", check=False)
+        for h in (SRC, DST):
+            lab.exec(h, f"rm -rf {DATA_DIR}", check=False)
