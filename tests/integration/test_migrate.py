@@ -95,8 +95,9 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     guest.start_and_wait(SRC, ticks=2)
     before_dst = host_snapshot(lab, DST)
     # 1 MiB/s makes the copy take far longer than the test waits before aborting.
-    proc = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_bandwidth=1),
-                            background=True)
+    # source_cleanup is asked for: an aborted migration must still never touch the source image.
+    proc = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_bandwidth=1,
+                                                           live_migration_source_cleanup=True), background=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         info = lab.exec(SRC, ["virsh", "domjobinfo", guest.name], check=False).stdout
@@ -124,8 +125,9 @@ def test_abort_mid_migration_keeps_guest_on_source(lab, ansible, guest, migrate_
     assert guest.state(SRC) == "running"
     assert guest.state(DST) == "absent"
     assert host_snapshot(lab, DST) == before_dst
-    # The source image is never touched by a failure.
+    # The source image is never touched by a failure, cleanup asked for or not.
     assert lab.exec(SRC, ["test", "-s", guest.disk_path], check=False).returncode == 0
+    assert not [t for t in run.tasks if t["task"]["name"] == "Remove the source images"]
     last = max(n for n, _b in guest.ticks(SRC))
     guest.wait_ticks(SRC, 2, after=last)
     proof = guest.proof([SRC])
