@@ -10,20 +10,21 @@ import os
 import pytest
 from helpers import ROOT, Ansible
 from kvmlab.guestops import LabGuest, install_guest
-from kvmlab.lab import Lab
+from kvmlab.lab import DEFAULT_SUITE, Lab
 
 
 _STARTED_FRESH = []
 
 
-def ensure_lab(profile: str) -> Lab:
-    """The lab with two hosts of `profile`, started if needed.  The first call of a session starts a fresh
-    lab unless KVMLAB_REUSE=1 and a matching one is up; later calls reuse it or switch profile."""
+def ensure_lab(profile: str, suite: str = DEFAULT_SUITE) -> Lab:
+    """The lab with two hosts of `profile` and `suite`, started if needed.  The first call of a session starts a
+    fresh lab unless KVMLAB_REUSE=1 and a matching one is up; later calls reuse it or switch."""
     lab = Lab()
-    matches = lab.is_up() and len(lab.hosts) >= 2 and all(h.profile == profile for h in lab.hosts)
+    matches = (lab.is_up() and len(lab.hosts) >= 2 and lab.suite == suite
+               and all(h.profile == profile for h in lab.hosts))
     may_reuse = bool(_STARTED_FRESH) or os.environ.get("KVMLAB_REUSE") == "1"
     if not (matches and may_reuse):
-        lab.up(count=2, profile=profile)
+        lab.up(count=2, suite=suite, profile=profile)
     _STARTED_FRESH.append(True)
     if profile == "ready":
         install_guest(lab)
@@ -48,6 +49,12 @@ def lab(lab_session):
 def bare_lab(lab_session):
     """Two bare hosts: systemd, sshd and python3 only."""
     return ensure_lab("bare")
+
+
+@pytest.fixture(scope="module")
+def bookworm_lab(lab_session):
+    """Two bare Debian 12 hosts (libvirt 9.0, QEMU 7.2, python3-libvirt 9.0): the oldest supported hypervisor."""
+    return ensure_lab("bare", suite="bookworm")
 
 
 @pytest.fixture(scope="session")
