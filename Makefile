@@ -3,6 +3,7 @@
 #   make demo      build the lab, live-migrate the test guest with the collection, print the report
 #   make test      unit tests, ansible-test sanity, ansible-lint, lab integration tests, molecule
 #   make bench     migration benchmarks in the lab (kvm.migration against plain virsh), about half an hour
+#   make bench-offline  offline moves of a shut-off VM (ours against scp + virsh migrate --offline)
 #
 # KEEP=1 keeps the lab running after `make demo`; `make lab-down` removes it.
 
@@ -31,7 +32,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 APT_PACKAGES := systemd-container debootstrap apt-cacher-ng qemu-utils busybox-static cpio xz-utils zstd \
 	gcc libc6-dev pkg-config libvirt-dev python3-venv iproute2 openssh-client rsync git
 
-.PHONY: help deps apt venv collections install demo test unit sanity lint integration molecule bench \
+.PHONY: help deps apt venv collections install demo test unit sanity lint integration molecule bench bench-offline \
 	lab-up lab-down lab-status clean
 
 help:
@@ -123,6 +124,9 @@ lint: deps install
 # Not part of `make test`: timings belong in docs/performance.md, never in assertions.
 bench: deps install
 	$(PY) bench/migration_bench.py $(BENCH_ARGS)
+
+bench-offline: deps install
+	$(PY) bench/offline_bench.py $(BENCH_ARGS)
 
 clean: lab-down
 	rm -rf $(BUILD) $(VENV)

@@ -76,6 +76,15 @@ options:
       - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
     type: bool
     default: false
+  verify_copies:
+    description:
+      - With O(live=false), read every copied image back from the destination and compare its sha256 with what was
+        sent. The read-back moves each image a second time over the libvirt connection (in the other direction), so it
+        about doubles the time the guest stays down; with V(false) each copy is still checked for format, virtual
+        size and backing file.
+      - Backing files (templates) that are copied are always verified by sha256.
+    type: bool
+    default: true
   tls:
     description:
       - Encrypt the migration streams (RAM and disks) with TLS (C(VIR_MIGRATE_TLS)). Both hosts need QEMU's TLS
@@ -304,12 +313,12 @@ volumes:
             backing_format: ""}]
 copied:
   description: The images an offline migration copied, each with its size, modification time and sha256 on the
-    source (the destination's copy read back gave the same sha256).
+    source, and C(read_back) - whether the destination's copy was read back and gave the same sha256 (O(verify_copies)).
   returned: when an offline migration ran
   type: list
   elements: dict
   sample: [{target: vda, path: /var/lib/libvirt/images/web01.qcow2, size: 1376256, mtime: "1764652800.123456789",
-            sha256: 3f0c2b1e...}]
+            sha256: 3f0c2b1e..., read_back: true}]
 events:
   description: What the module did to a migration it attached to (a pause or an abort on a timeout), with the time
     and the reason.
@@ -413,6 +422,7 @@ def main():
         "undefine_source": {"type": "bool", "default": True},
         "source_cleanup": {"type": "bool", "default": False},
         "tls": {"type": "bool", "default": False},
+        "verify_copies": {"type": "bool", "default": True},
         "strategy": {"type": "str", "default": "auto", "choices": ["auto", "manual"]},
         "max_downtime": {"type": "int", "default": 300},
         "downtime_schedule": {"type": "list", "elements": "int"},

@@ -27,6 +27,11 @@ description:
     O(disks_uri), resolves on the source to a non-loopback address whose migration ports 49152 and 49153 are
     not filtered)."
   - The C(network) check probes from the machine the module runs on; it is skipped when O(uri) is a remote URI.
+  - With O(live=false) (an offline move of a shut-off domain) C(memory), C(cache) and C(network) are skipped, C(devices)
+    only warns, and C(storage) also checks that every image is visible to libvirt on the source (it is copied
+    through libvirt) and stages its backing chain.
+  - C(name) also refuses a domain with the same UUID under another name, and C(machine) an emulator path (the
+    domain's C(<emulator>)) that the destination lacks.
 author:
   - kvm.migration maintainers (@kvm-migration)
 extends_documentation_fragment:
@@ -79,7 +84,13 @@ verdict:
   choices: [pass, fail]
   sample: fail
 nothing_to_do:
-  description: The domain already runs on the destination.
+  description: The domain already runs on the destination (with O(live=false), is defined there).
+  returned: always
+  type: bool
+  sample: false
+attach:
+  description: A migration of the domain to the destination is already running; M(kvm.migration.migrate) would wait
+    for it rather than start another.
   returned: always
   type: bool
   sample: false

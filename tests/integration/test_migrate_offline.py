@@ -64,7 +64,7 @@ def test_offline_migration_of_a_shut_off_guest(lab, ansible, guest, migrate_play
     moved = run.task("Migrate the VM")
     assert moved["changed"] is True
     assert [c["path"] for c in moved["copied"]] == [guest.disk_path]
-    assert moved["copied"][0]["sha256"] == digest
+    assert moved["copied"][0]["sha256"] == digest and moved["copied"][0]["read_back"]
     assert moved["state"]["destination"]["state"] == "shutoff" and moved["state"]["source"]["state"] == "absent"
     assert "offline" in run.task("Report")["msg"]
     # Seen with the hosts' own tools: defined and shut off on B only, the same bytes, still a thin qcow2.
