@@ -267,18 +267,9 @@ class Migration:
 
         tuning = self._choose_strategy(located, check_mode)
         plan = self.plan(located, tuning)
-        result["strategy"] = {k: v for k, v in tuning.items() if k != "policy"}
-        result.update({
-            "changed": True,
-            "operation": "migrate",
-            "reason": "domain %s runs on the source" % req.name,
-            "flags": plan.flag_names,
-            "storage": req.storage,
-            "storage_plan": plan.storage.as_dict(),
-            "timeout": plan.timeout,
-            "volumes": [v.as_dict() for v in plan.volumes],
-            "disks": [d.as_dict() for d in located.spec.disks],
-        })
+        self._report_plan(result, located, plan, "domain %s runs on the source" % req.name,
+                          {k: v for k, v in tuning.items() if k != "policy"})
+        result["timeout"] = plan.timeout
         if check_mode:
             result["state"] = self._final_state(src, None)
             return result
@@ -328,6 +319,20 @@ class Migration:
         })
         return result
 
+    def _report_plan(self, result, located, plan, reason, strategy):
+        """What a migration will do (all that check mode reports)."""
+        result.update({
+            "changed": True,
+            "operation": "migrate",
+            "reason": reason,
+            "strategy": strategy,
+            "flags": plan.flag_names,
+            "storage": self.request.storage,
+            "storage_plan": plan.storage.as_dict(),
+            "volumes": [v.as_dict() for v in plan.volumes],
+            "disks": [d.as_dict() for d in located.spec.disks],
+        })
+
     # ------------------------------------------------------------------ offline
     def _move_offline(self, result, located, check_mode, started):
         """A shut-off domain: copy its images (and missing templates) through libvirt streams, verify every copy
@@ -336,17 +341,8 @@ class Migration:
         req = self.request
         plan = self.plan(located)
         src = located.source_domain
-        result.update({
-            "changed": True,
-            "operation": "migrate",
-            "reason": "domain %s is shut off on the source; it moves offline" % req.name,
-            "strategy": {"requested": req.strategy, "chosen": "offline"},
-            "flags": plan.flag_names,
-            "storage": req.storage,
-            "storage_plan": plan.storage.as_dict(),
-            "volumes": [v.as_dict() for v in plan.volumes],
-            "disks": [d.as_dict() for d in located.spec.disks],
-        })
+        self._report_plan(result, located, plan, "domain %s is shut off on the source; it moves offline" % req.name,
+                          {"requested": req.strategy, "chosen": "offline"})
         if check_mode:
             result["state"] = self._final_state(src, None)
             return result
