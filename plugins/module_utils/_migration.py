@@ -123,6 +123,9 @@ class MigrationRequest:
             raise InvalidRequest("bandwidth, link_speed, timeout and memory_margin must be >= 0 and poll_interval > 0 "
                                  "(got %s, %s, %s, %s, %s)" % (self.bandwidth, self.link_speed, self.timeout,
                                                                self.memory_margin, self.poll_interval))
+        if self.source_cleanup and not self.undefine_source:
+            raise InvalidRequest("source_cleanup=true deletes the images the source definition uses; it needs "
+                                 "undefine_source=true, or the source would keep a definition without its disks")
         if not self.live and not self.persistent:
             raise InvalidRequest("An offline migration (live=false) always defines the domain on the destination; "
                                  "persistent=false makes no sense for it")

@@ -74,6 +74,7 @@ options:
         out - the domain runs there (persistent if asked), uses the copied images, and each image has the source's
         format and virtual size.
       - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
+      - Needs O(undefine_source=true), so that no source definition is left without its disks.
     type: bool
     default: false
   verify_copies:

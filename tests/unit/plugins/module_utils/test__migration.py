@@ -263,6 +263,7 @@ def test_offline_preflight_skips_what_only_matters_while_the_guest_runs(hosts):
 @pytest.mark.parametrize("params, message", [
     ({"live": False, "persistent": False}, "always defines the domain on the destination"),
     ({"live": False, "postcopy": "on_demand"}, "needs a live migration"),
+    ({"source_cleanup": True, "undefine_source": False}, "needs undefine_source=true"),
 ])
 def test_contradictory_offline_requests_are_refused(hosts, params, message):
     with pytest.raises(InvalidRequest, match=message):
