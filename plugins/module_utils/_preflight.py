@@ -341,7 +341,6 @@ class Preflight:
                 return False
             time.sleep(0.5)
         self.located.dest_domain = dst
-        r.nothing_to_do = False
         r.add("domain", PASS, "a migration of %s to the destination is already running (%.0f%% of %d MiB processed); "
               "this run attaches to it instead of starting another"
               % (req.name, 100.0 * _done_fraction(self.located.running_job),

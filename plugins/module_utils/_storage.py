@@ -238,12 +238,10 @@ class VolumeStager:
             return volume_facts(vol)
 
     def physical_size(self, path):
-        vol = self.existing(path)
-        if vol is None:
+        facts = self.facts(path)
+        if facts is None:
             raise InvalidRequest("%s does not exist on %s" % (path, self.client.uri))
-        with libvirt_errors("read the size of %s on %s" % (path, self.client.uri)):
-            info = vol.info()  # [type, capacity, allocation]
-            return int(ET.fromstring(vol.XMLDesc(0)).findtext("physical") or info[2])
+        return facts["physical"]
 
     def sees_marker_of(self, other, directory):
         """Whether a file that `other` (another host's stager) creates in `directory` shows up here: the

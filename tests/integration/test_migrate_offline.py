@@ -91,18 +91,31 @@ def test_offline_migration_of_a_shut_off_guest(lab, ansible, guest, migrate_play
 
 def test_offline_migration_keeping_the_source_is_idempotent(lab, ansible, guest):
     guest.define(SRC, start=False)
-    args = {"name": guest.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False, "undefine_source": False}
-    first = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
-    assert first["changed"] is True, first
-    assert guest.state(SRC) == "shut off" and guest.state(DST) == "shut off"
-    # Both hosts hold the definition: the destination's record shows it is this run's copy of unchanged images.
-    again = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
-    assert again["changed"] is False, again
-    # Once the source image changes, the two copies differ and the module refuses to pick one.
-    lab.exec(SRC, ["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k", guest.disk_path])
-    changed = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
-    assert changed["failed"] is True
-    assert "changed on the source since it was copied" in changed["msg"], changed["msg"]
+    # A sparse raw disk too: 64 MiB virtual, 1 MiB written in the middle; its holes must stay holes.
+    raw = f"/var/lib/libvirt/images/{guest.name}-sparse.raw"
+    lab.exec(SRC, f"truncate -s 64M {raw} && dd if=/dev/urandom of={raw} bs=1M seek=32 count=1 conv=notrunc "
+                  f"status=none && virsh -q attach-disk {guest.name} {raw} vdb --driver qemu --subdriver raw "
+                  "--cache none --config")
+    try:
+        raw_digest = sha256(lab, SRC, raw)
+        args = {"name": guest.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False, "undefine_source": False}
+        first = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert first["changed"] is True, first
+        assert guest.state(SRC) == "shut off" and guest.state(DST) == "shut off"
+        assert sha256(lab, DST, raw) == raw_digest
+        allocated = int(lab.exec(DST, ["stat", "-c", "%b", raw]).stdout) * 512
+        assert allocated < 8 << 20, f"the sparse raw image arrived with {allocated} bytes allocated"
+        # Both hosts hold the definition: the destination's record shows it is this run's copy of unchanged images.
+        again = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert again["changed"] is False, again
+        # Once the source image changes, the two copies differ and the module refuses to pick one.
+        lab.exec(SRC, ["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k", guest.disk_path])
+        changed = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert changed["failed"] is True
+        assert "changed on the source since it was copied" in changed["msg"], changed["msg"]
+    finally:
+        for h in (SRC, DST):
+            lab.exec(h, ["rm", "-f", raw], check=False)
 
 
 def test_offline_failure_part_way_leaves_both_hosts_as_they_were(lab, ansible, guest):
