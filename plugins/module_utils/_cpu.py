@@ -51,6 +51,7 @@ def describe_cpu(xml):
     node = ET.fromstring(xml)
     return {
         "mode": node.get("mode", "custom"),
+        "arch": node.findtext("arch"),
         "model": node.findtext("model"),
         "vendor": node.findtext("vendor"),
         "features": [{"name": f.get("name"), "policy": f.get("policy", "require")} for f in node.findall("feature")],
@@ -58,8 +59,7 @@ def describe_cpu(xml):
 
 
 def domain_capabilities(client, arch=None, virttype=None, machine=None):
-    with libvirt_errors("read the domain capabilities of %s" % client.uri):
-        return ET.fromstring(client.conn.getDomainCapabilities(None, arch, machine, virttype, 0))
+    return client.domain_capabilities(arch, machine, virttype)
 
 
 def default_virttype(client, arch=None):
@@ -101,14 +101,14 @@ def hypervisor_baseline(client, cpu_xmls, arch=None, virttype=None, migratable=T
     virttype = virttype or default_virttype(client, arch)
     flags = libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE if migratable else 0
     with libvirt_errors("compute the hypervisor CPU baseline on %s (%s/%s)" % (client.uri, arch, virttype)):
-        return client.conn.baselineHypervisorCPU(None, arch, None, virttype, list(cpu_xmls), flags)
+        return client.baseline_hypervisor_cpu(arch, virttype, cpu_xmls, flags)
 
 
 def host_baseline(client, cpu_xmls, migratable=True):
     """The common CPU of the given CPU definitions, independent of any hypervisor."""
     flags = libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE if migratable else 0
     with libvirt_errors("compute the CPU baseline on %s" % client.uri):
-        return client.conn.baselineCPU(list(cpu_xmls), flags)
+        return client.baseline_cpu(cpu_xmls, flags)
 
 
 def compare_on_hypervisor(client, cpu_xml, arch=None, virttype=None):
@@ -116,7 +116,7 @@ def compare_on_hypervisor(client, cpu_xml, arch=None, virttype=None):
     arch = arch or host_arch(client)
     virttype = virttype or default_virttype(client, arch)
     with libvirt_errors("compare a CPU with the hypervisor of %s" % client.uri):
-        result = client.conn.compareHypervisorCPU(None, arch, None, virttype, cpu_xml, 0)
+        result = client.compare_hypervisor_cpu(arch, virttype, cpu_xml)
     return COMPARE_RESULTS.get(result, "error")
 
 

@@ -14,6 +14,8 @@ It imports nothing from Ansible, so it can be used and tested on its own."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import traceback
 import xml.etree.ElementTree as ET
 
@@ -25,39 +27,42 @@ except ImportError:
 else:
     LIBVIRT_IMPORT_ERROR = None
 
-
-class KvmMigrationError(Exception):
-    """Base of the collection's errors.  `msg` is for humans, `details` for the result."""
-
-    def __init__(self, msg, details=None, hint=None):
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details or {}
-        self.hint = hint
+# The exceptions are re-exported: callers import them from the connection layer.
+from ansible_collections.kvm.migration.plugins.module_utils._errors import (  # noqa: F401 pylint: disable=unused-import
+    ConnectionFailed,
+    InvalidRequest,
+    KvmMigrationError,
+    OperationFailed,
+)
 
 
-class ConnectionFailed(KvmMigrationError):
-    """A libvirt URI could not be opened."""
-
-
-class InvalidRequest(KvmMigrationError):
-    """The request cannot be carried out as asked; nothing was changed."""
-
-
-class OperationFailed(KvmMigrationError):
-    """A libvirt operation failed."""
-
-
-# libvirt error codes, by name so that this module can be imported without libvirt.
-_HINTS = {
-    "VIR_ERR_AUTH_FAILED": "check the credentials or the SASL/polkit configuration of the remote libvirtd",
-    "VIR_ERR_NO_CONNECT": "check the URI, that libvirtd (or virtqemud/virtproxyd) runs there, and the firewall",
-    "VIR_ERR_SYSTEM_ERROR": "check that the host is reachable, its libvirt socket or port is open, "
-                            "and (for qemu+ssh) that root's SSH key is trusted and the host key is known",
-    "VIR_ERR_OPERATION_ABORTED": "the job was cancelled (by a timeout or by an operator with domjobabort)",
-    "VIR_ERR_OPERATION_TIMEOUT": "another job holds the domain; retry when it has finished",
-    "VIR_ERR_MIGRATE_UNSAFE": "use cache='none' on the disks, or shared storage that libvirt recognises",
-    "VIR_ERR_NO_STORAGE_POOL": "create a storage pool for the image directory on the destination",
+# What the connection layer knows about libvirt's errors: which ones mean a connection is gone (the message
+# patterns matter, libvirt reports lost sockets as system or internal errors), and a hint for each kind.
+CONNECTION_LOST_PATTERNS = (
+    "broken pipe", "connection reset", "end of file while reading data", "cannot recv data", "cannot write data",
+    "client socket is closed", "no route to host", "connection refused", "unable to connect to server",
+    "lost connection", "connection timed out", "keepalive", "network is unreachable", "host is down",
+    "failed to connect socket", "is not connected", "connection closed", "ssh: could not resolve",
+    "temporary failure in name resolution", "host key verification failed",
+)
+_KIND_CODES = {
+    "auth": ("VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED", "VIR_ERR_AUTH_UNAVAILABLE"),
+    "connection": ("VIR_ERR_NO_CONNECT", "VIR_ERR_INVALID_CONN", "VIR_ERR_RPC"),
+    "aborted": ("VIR_ERR_OPERATION_ABORTED",),
+    "busy": ("VIR_ERR_OPERATION_TIMEOUT",),
+    "unsafe": ("VIR_ERR_MIGRATE_UNSAFE",),
+    "no_pool": ("VIR_ERR_NO_STORAGE_POOL",),
+}
+HINTS = {
+    "auth": "check the credentials or the SASL/polkit configuration of the remote libvirtd",
+    "connection": "check that the host is reachable, that libvirtd (or virtqemud/virtproxyd) runs there and its "
+                  "socket or port is open through the firewall, and (for qemu+ssh) that root's SSH key is trusted "
+                  "and the host key is known",
+    "aborted": "the job was cancelled (by a timeout of this module or by an operator with domjobabort)",
+    "busy": "another job holds the domain; retry when it has finished",
+    "unsafe": "use cache='none' on the disks, or shared storage that libvirt recognises",
+    "no_pool": "create a storage pool for the image directory on the destination",
+    "space": "free space on the destination, or migrate to a host with more room",
 }
 
 
@@ -70,19 +75,43 @@ def error_code_name(code):
     return str(code)
 
 
+def error_text(exc):
+    """The message of a libvirtError (or any exception), stripped."""
+    get = getattr(exc, "get_error_message", None)
+    return ((get() if get else None) or str(exc)).strip()
+
+
+def error_kind(exc):
+    """What a libvirt error is about: 'connection', 'auth', 'aborted', 'busy', 'unsafe', 'no_pool', 'space', or
+    'other'.  The one place where libvirt's codes and messages are classified."""
+    text = error_text(exc).lower()
+    if "no space left on device" in text or "disk quota exceeded" in text:
+        return "space"
+    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+        for kind, names in _KIND_CODES.items():
+            if is_error(exc, *names):
+                return kind
+    if any(p in text for p in CONNECTION_LOST_PATTERNS):
+        return "connection"
+    return "other"
+
+
 @contextlib.contextmanager
 def libvirt_errors(action, cls=OperationFailed):
-    """Turn a libvirtError raised inside the block into `cls` with "Failed to <action>: <reason>"."""
+    """Turn a libvirtError raised inside the block into `cls` with "Failed to <action>: <reason>".  The hint fits
+    the kind of error: a connection hint only for errors about connections."""
     try:
         yield
     except Exception as exc:  # libvirt.libvirtError, when libvirt is importable
         if libvirt is None or not isinstance(exc, libvirt.libvirtError):
             raise
-        code = error_code_name(exc.get_error_code())
+        kind = error_kind(exc)
+        if kind == "connection" and cls is OperationFailed:
+            cls = ConnectionFailed
         raise cls(
-            "Failed to %s: %s" % (action, (exc.get_error_message() or str(exc)).strip()),
-            details={"libvirt_error": code},
-            hint=_HINTS.get(code),
+            "Failed to %s: %s" % (action, error_text(exc)),
+            details={"libvirt_error": error_code_name(exc.get_error_code()), "error_kind": kind},
+            hint=HINTS.get(kind),
         ) from exc
 
 
@@ -101,8 +130,40 @@ def _silence_default_handler():
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+_EVENT_LOOP = []
+
+
+def _start_event_loop():
+    """libvirt's default event loop in a daemon thread, once per process.  Without one, remote connections
+    have no keepalive: a call on a connection whose peer vanished (a cut link, a killed daemon) waits forever.
+    With it, libvirt closes such a connection after about 30 s and the call fails."""
+    if _EVENT_LOOP or libvirt is None:
+        return
+    try:
+        libvirt.virEventRegisterDefaultImpl()
+    except Exception:  # another event loop is registered already: keepalive works through it
+        _EVENT_LOOP.append(None)
+        return
+
+    def run():
+        while True:
+            try:
+                libvirt.virEventRunDefaultImpl()
+            except Exception:  # keep serving the other connections
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=run, name="libvirt-event-loop", daemon=True)
+    thread.start()
+    _EVENT_LOOP.append(thread)
+
+
 def _version_string(number):
     return "%d.%d.%d" % (number // 1000000, (number // 1000) % 1000, number % 1000)
+
+
+# Client keepalive: a peer that misses 5 probes 5 s apart is gone (libvirt's own defaults for its daemons).
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 5
 
 
 class LibvirtClient:
@@ -121,12 +182,51 @@ class LibvirtClient:
             raise KvmMigrationError("libvirt-python is not importable", details={"traceback": LIBVIRT_IMPORT_ERROR})
         if self._conn is None:
             _silence_default_handler()
+            _start_event_loop()
             # openAuth with a callback, even one that has nothing to give: only then does libvirt consult
             # auth.conf (for example SASL credentials for qemu+tcp) instead of failing "No worthy mechs found".
             auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], self._credentials, None]
             with libvirt_errors("connect to the %s %s" % (self.role, self.uri), ConnectionFailed):
                 self._conn = libvirt.openAuth(self.uri, auth, 0)
+            with contextlib.suppress(Exception):  # local and test connections have no keepalive
+                self._conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
         return self
+
+    def twin(self, role=None):
+        """Another, independent connection to the same URI (calls on it never queue behind this one's)."""
+        return LibvirtClient(self.uri, role=role or self.role, username=self.username, password=self.password)
+
+    def alive(self):
+        """Whether the connection is open and its peer still answers."""
+        if self._conn is None:
+            return False
+        try:
+            return bool(self._conn.isAlive())
+        except Exception:  # a closed connection
+            return False
+
+    def reconnect(self, within=0.0, interval=2.0):
+        """Drop the connection and open it again, retrying for up to `within` seconds.  Returns self; raises
+        ConnectionFailed with the last reason when the host stays unreachable."""
+        deadline = time.monotonic() + within
+        while True:
+            self.close()
+            try:
+                return self.open()
+            except ConnectionFailed:
+                if time.monotonic() + interval > deadline:
+                    raise
+            time.sleep(interval)
+
+    def last_error(self):
+        """The last error libvirt recorded on this connection (a message), or None."""
+        if self._conn is None:
+            return None
+        try:
+            err = self._conn.virConnGetLastError()
+        except Exception:  # the binding or the connection cannot tell
+            return None
+        return (err[2] or "").strip() or None if err else None
 
     def _credentials(self, creds, _data):
         for cred in creds:
@@ -207,15 +307,46 @@ class LibvirtClient:
             with libvirt_errors("look up storage pool %s on %s" % (name, self.uri)):
                 raise
 
-    def lookup_volume_by_path(self, path):
-        try:
-            return self.conn.storageVolLookupByPath(path)
-        except Exception as exc:
-            if is_error(exc, "VIR_ERR_NO_STORAGE_VOL", "VIR_ERR_NO_STORAGE_POOL"):
-                return None
-            with libvirt_errors("look up volume %s on %s" % (path, self.uri)):
-                raise
-
     def list_pools(self):
         with libvirt_errors("list storage pools on %s" % self.uri):
             return self.conn.listAllStoragePools(0)
+
+    def list_domains(self):
+        with libvirt_errors("list the domains on %s" % self.uri):
+            return self.conn.listAllDomains(0)
+
+    # -- objects made through the connection
+    def define_domain(self, xml):
+        with libvirt_errors("define a domain on %s" % self.uri):
+            return self.conn.defineXML(xml)
+
+    def create_transient_pool(self, xml):
+        """A pool that exists until destroyed (or the host reboots); raises the raw libvirtError so that the
+        caller can tell a missing directory from other failures."""
+        return self.conn.storagePoolCreateXML(xml, 0)
+
+    def define_pool(self, xml):
+        return self.conn.storagePoolDefineXML(xml, 0)
+
+    def new_stream(self):
+        with libvirt_errors("open a data stream to %s" % self.uri):
+            return self.conn.newStream(0)
+
+    def domain_stats(self, domain, stats):
+        """domainListGetStats for one domain: its typed parameters as a dict."""
+        with libvirt_errors("read the statistics of %s on %s" % (domain.name(), self.uri)):
+            return self.conn.domainListGetStats([domain], stats)[0][1]
+
+    # -- CPU models
+    def domain_capabilities(self, arch, machine, virttype):
+        with libvirt_errors("read the domain capabilities of %s" % self.uri):
+            return ET.fromstring(self.conn.getDomainCapabilities(None, arch, machine, virttype, 0))
+
+    def baseline_hypervisor_cpu(self, arch, virttype, cpu_xmls, flags):
+        return self.conn.baselineHypervisorCPU(None, arch, None, virttype, list(cpu_xmls), flags)
+
+    def baseline_cpu(self, cpu_xmls, flags):
+        return self.conn.baselineCPU(list(cpu_xmls), flags)
+
+    def compare_hypervisor_cpu(self, arch, virttype, cpu_xml):
+        return self.conn.compareHypervisorCPU(None, arch, None, virttype, cpu_xml, 0)

@@ -64,8 +64,7 @@ def _dirty_rate_once(client, domain, period, mode):
     stats = {}
     while time.monotonic() < deadline:
         time.sleep(min(0.25, period / 4))
-        with libvirt_errors("read the dirty rate of %s" % domain.name()):
-            stats = client.conn.domainListGetStats([domain], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
+        stats = client.domain_stats(domain, libvirt.VIR_DOMAIN_STATS_DIRTYRATE)
         if stats.get("dirtyrate.calc_status") == CALC_MEASURED:
             return {
                 "mib_per_s": float(stats.get("dirtyrate.megabytes_per_second", 0)),

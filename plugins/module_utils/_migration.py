@@ -38,6 +38,14 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt,
     libvirt_errors,
 )
+from ansible_collections.kvm.migration.plugins.module_utils._options import (
+    MIGRATE_BOUNDS,
+    check_bounds,
+    check_data_uri,
+    check_domain_name,
+    check_downtime_schedule,
+    check_libvirt_uri,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
     Preflight,
     PreflightFailed,
@@ -118,11 +126,13 @@ class MigrationRequest:
         return cls(**{k: v for k, v in params.items() if k in fields and v is not None})
 
     def validate(self):
-        if (self.bandwidth < 0 or self.link_speed < 0 or self.timeout < 0 or self.memory_margin < 0
-                or self.poll_interval <= 0):
-            raise InvalidRequest("bandwidth, link_speed, timeout and memory_margin must be >= 0 and poll_interval > 0 "
-                                 "(got %s, %s, %s, %s, %s)" % (self.bandwidth, self.link_speed, self.timeout,
-                                                               self.memory_margin, self.poll_interval))
+        """Every check that needs no host: names, URIs, choices and the bounds of every number."""
+        check_domain_name("name", self.name)
+        check_libvirt_uri("dest_uri", self.dest_uri)
+        check_data_uri("migrate_uri", self.migrate_uri)
+        check_data_uri("disks_uri", self.disks_uri)
+        check_bounds(dataclasses.asdict(self), MIGRATE_BOUNDS)
+        check_downtime_schedule(self.downtime_schedule)
         if self.source_cleanup and not self.undefine_source:
             raise InvalidRequest("source_cleanup=true deletes the images the source definition uses; it needs "
                                  "undefine_source=true, or the source would keep a definition without its disks")
@@ -146,12 +156,6 @@ class MigrationRequest:
                 raise InvalidRequest("%s must be one of %s, not %r" % (name, ", ".join(ACTIONS), action))
             if action == "postcopy" and self.postcopy == "off":
                 raise InvalidRequest("%s postcopy needs postcopy: on_demand (or immediate)" % name)
-        if self.max_downtime < 1 or self.parallel_connections < 0 or self.completion_timeout < 0 \
-                or self.progress_timeout < 0 or self.downtime_step_interval <= 0 or self.measure_mib < 1:
-            raise InvalidRequest("max_downtime and measure_mib must be positive; parallel_connections, "
-                                 "completion_timeout and progress_timeout >= 0; downtime_step_interval > 0")
-        if self.downtime_schedule and any((not isinstance(d, int)) or d < 1 for d in self.downtime_schedule):
-            raise InvalidRequest("downtime_schedule must be a list of positive milliseconds")
 
     def schedule(self):
         """The downtimes (ms) the migration may step through as progress stalls, lowest first."""

@@ -159,6 +159,10 @@ def run_module(module):
     arch = p["arch"] or _cpu.host_arch(local)
     virttype = p["virttype"] or _cpu.default_virttype(local, arch)
     domain = None
+    if p["domain"] is not None and not p["domain"].strip():
+        raise InvalidRequest("domain is empty; give the name of a libvirt domain, or leave the option out")
+    if p["apply"] and not p["domain"]:
+        raise InvalidRequest("apply=true writes the baseline into a domain's definition; name the domain (domain)")
     if p["domain"]:
         domain = local.lookup_domain(p["domain"])
         if domain is None:
@@ -166,12 +170,30 @@ def run_module(module):
 
     hosts = []
     inputs = []
+    archs = {}
     for uri in p["hosts"] or []:
+        if not uri or not uri.strip():
+            raise InvalidRequest("hosts lists an empty URI; give libvirt URIs such as qemu+ssh://hv2/system")
         client = module.client(uri, role="host")
-        cpu_xml = _cpu.host_model_cpu(client, arch, virttype)
-        hosts.append({"uri": uri, "client": client, "cpu_xml": cpu_xml})
+        archs.setdefault(_cpu.host_arch(client), []).append(uri)
+        hosts.append({"uri": uri, "client": client})
+    for index, text in enumerate(p["cpus"] or []):
+        cpu_xml = _cpu.normalize_cpu_xml(text, default_arch=arch)
+        archs.setdefault(_cpu.describe_cpu(cpu_xml)["arch"], []).append("cpus[%d]" % index)
         inputs.append(cpu_xml)
-    inputs += [_cpu.normalize_cpu_xml(x, default_arch=arch) for x in p["cpus"] or []]
+    if not hosts and not inputs:
+        raise InvalidRequest("There is no CPU to compute a baseline of: hosts and cpus are both empty",
+                             hint="list the hypervisors' URIs in hosts, or CPU definitions in cpus")
+    if len(archs) > 1:
+        raise InvalidRequest("A baseline needs CPUs of one architecture; these differ: %s"
+                             % "; ".join("%s: %s" % (a, ", ".join(w)) for a, w in sorted(archs.items())),
+                             hint="compute one baseline per architecture; a guest cannot migrate between them")
+    if archs and arch not in archs:
+        raise InvalidRequest("The CPUs are %s, but the baseline is asked for %s" % (next(iter(archs)), arch),
+                             hint="set arch to the CPUs' architecture, or leave it out")
+    for host in hosts:
+        host["cpu_xml"] = _cpu.host_model_cpu(host["client"], arch, virttype)
+    inputs = [h["cpu_xml"] for h in hosts] + inputs
 
     if p["baseline"] == "hypervisor":
         migratable = True if p["migratable"] is None else p["migratable"]

@@ -154,13 +154,27 @@ from ansible_collections.kvm.migration.plugins.module_utils._convergence import 
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._options import (
+    DIRTYRATE_BOUNDS,
+    MAX_DIRTYRATE_SECONDS,
+    check_bounds,
+    check_directory,
+    check_domain_name,
+    check_libvirt_uri,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeStager
 
 
 def run_module(module):
     p = module.params
-    if p["period"] < 1 or p["samples"] < 1 or p["measure_mib"] < 1 or p["max_downtime"] < 1 or (p["bandwidth"] is not None and p["bandwidth"] < 1):
-        raise InvalidRequest("period, samples, measure_mib, max_downtime and bandwidth must be positive")
+    check_domain_name("name", p["name"])
+    check_bounds(p, DIRTYRATE_BOUNDS)
+    if p["period"] * p["samples"] > MAX_DIRTYRATE_SECONDS:
+        raise InvalidRequest("samples=%d x period=%d s would measure for %d s; at most %d s are allowed"
+                             % (p["samples"], p["period"], p["samples"] * p["period"], MAX_DIRTYRATE_SECONDS))
+    if p["dest_uri"] is not None:
+        check_libvirt_uri("dest_uri", p["dest_uri"])
+        check_directory("scratch_dir", p["scratch_dir"])
     client = module.client()
     domain = client.lookup_domain(p["name"])
     if domain is None or not domain.isActive():

@@ -410,6 +410,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._module import MIGRA
 
 def run_module(module):
     request = MigrationRequest.from_params(module.params)
+    request.validate()  # before any connection: bad input changes nothing anywhere
     source = module.client(role="source")
     dest = module.client(request.dest_uri, role="destination", connect=False)
     result = Migration(source, dest, request).execute(check_mode=module.check_mode)

@@ -17,7 +17,7 @@ def test_lookups_return_none_for_absent_objects(test_uri):
         assert client.lookup_domain_by_uuid("99999999-2222-3333-4444-555555555555") is None
         assert client.lookup_pool("images").name() == "images"
         assert client.lookup_pool("missing") is None
-        assert client.lookup_volume_by_path("/nowhere/x.qcow2") is None
+        assert [d.name() for d in client.list_domains()] == ["vm1"]
 
 
 def test_versions_and_host_facts(test_uri):
@@ -43,7 +43,32 @@ def test_libvirt_errors_translates_and_keeps_other_exceptions(test_uri):
             with libvirt_errors("read the job of vm1"):
                 dom.jobStats(0)  # the test driver does not implement it
         assert err.value.msg.startswith("Failed to read the job of vm1: ")
-        assert err.value.details == {"libvirt_error": "VIR_ERR_NO_SUPPORT"}
+        assert err.value.details == {"libvirt_error": "VIR_ERR_NO_SUPPORT", "error_kind": "other"}
+        # Not a connection problem: no connection hint.
+        assert err.value.hint is None
         with pytest.raises(KeyError):
             with libvirt_errors("anything"):
                 raise KeyError("not a libvirt error")
+
+
+def test_twin_is_a_second_connection_to_the_same_host(test_uri):
+    with LibvirtClient(test_uri, role="source") as client:
+        twin = client.twin("source monitor")
+        try:
+            assert twin.conn is not client.conn
+            assert twin.uri == client.uri and twin.role == "source monitor"
+            assert twin.alive() and client.alive()
+        finally:
+            twin.close()
+        assert not twin.alive()
+        assert client.alive()
+
+
+def test_connection_kind_errors_become_connection_failed(test_uri):
+    with LibvirtClient(test_uri) as client:
+        client.conn.close()
+        with pytest.raises(ConnectionFailed) as err:
+            with libvirt_errors("list the domains"):
+                client.conn.listAllDomains(0)
+        assert err.value.details["error_kind"] == "connection"
+        assert err.value.hint

@@ -125,7 +125,7 @@ def test_domain_active_on_both_hosts_is_a_blocker(hosts):
 def test_unreachable_destination_is_reported_not_raised(hosts, tmp_path):
     source, _dest = hosts
     m = Migration(source, LibvirtClient(f"test://{tmp_path}/missing.xml", role="destination"),
-                  MigrationRequest(name="vm1", dest_uri="x"))
+                  MigrationRequest(name="vm1", dest_uri="qemu+ssh://hv-missing/system"))
     report, _located = m.preflight()
     assert report.checks[0].name == "connection" and report.checks[0].status == "fail"
     assert report.checks[0].message.startswith("Failed to connect to the destination")
