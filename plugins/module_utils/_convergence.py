@@ -201,6 +201,8 @@ class Controller:
         self.paused = False
         self.fired = set()
         self.events = []
+        self.throttle = 0
+        self.throttle_rose_at = 0.0
 
     @staticmethod
     def memory_phase(stats):
@@ -219,6 +221,12 @@ class Controller:
         if remaining is not None and (self.best is None or remaining < self.best * 0.99):
             self.best, self.best_at = remaining, t
         stalled_for = t - self.best_at if self.best is not None else 0.0
+        throttle = stats.get("auto_converge_throttle") or 0
+        if throttle > self.throttle:
+            self.throttle, self.throttle_rose_at = throttle, t
+        # While auto-converge still raises its throttle, QEMU is converging the guest: that is progress for the
+        # progress timeout, though the remaining bytes have not yet shrunk.
+        escalating_for = t - max(self.best_at, self.throttle_rose_at) if self.best is not None else 0.0
         in_memory = self.memory_phase(stats)
 
         if p.postcopy == "immediate" and not self.postcopy_started and self.postcopy_pending is None:
@@ -240,7 +248,7 @@ class Controller:
             ("progress", p.progress_timeout, p.progress_action,
              "no progress for %.0f s (progress timeout)" % p.progress_timeout),
         ):
-            elapsed = t if name == "completion" else stalled_for
+            elapsed = t if name == "completion" else escalating_for
             if not limit or elapsed < limit or name in self.fired:
                 continue
             self.fired.add(name)

@@ -92,18 +92,33 @@ def touched_ram(domain, memory_bytes):
     return min(memory_bytes, rss * 1024) if rss else memory_bytes
 
 
+# Room the destination keeps free beyond a bandwidth measurement's scratch file.
+SCRATCH_MARGIN = 64 * MIB
+
+
+class NoRoomToMeasure(Exception):
+    """The destination has too little free space for the scratch file of a bandwidth measurement."""
+
+
 def bandwidth(dest_stager, directory, mib=32):
     """MiB/s of a transfer of `mib` MiB of incompressible data from here to the destination's libvirt,
-    through a libvirt storage stream into a scratch volume in `directory` (deleted afterwards).  It measures
-    the path to the destination's libvirtd: for qemu+ssh that includes SSH's encryption, so it is a lower bound
-    for QEMU's own migration stream."""
-    path = os.path.join(directory, ".kvm-migration-bandwidth-%s.raw" % uuid.uuid4().hex[:10])
+    through a libvirt storage stream into a scratch volume in `directory` (deleted afterwards, whatever
+    happens).  It measures the path to the destination's libvirtd: for qemu+ssh that includes SSH's
+    encryption, so it is a lower bound for QEMU's own migration stream.  Raises NoRoomToMeasure, having written
+    nothing, when the directory lacks room for the file and a margin (a full disk must never be filled)."""
     size = mib * MIB
-    volume = dest_stager.create(VolumeSpec(path, "raw", size))
+    dest_stager.sweep_scratch(directory)
+    free = dest_stager.available(directory)
+    if free < size + SCRATCH_MARGIN:
+        raise NoRoomToMeasure("%s on %s has %d MiB free; measuring needs %d MiB and a margin of %d MiB"
+                              % (directory, dest_stager.client.uri, free // MIB, mib, SCRATCH_MARGIN // MIB))
+    # The time stamp in the name lets a later run sweep a file that a killed run left behind.
+    path = os.path.join(directory, ".kvm-migration-bandwidth-t%d-%s.raw" % (time.time(), uuid.uuid4().hex[:10]))
     chunk = os.urandom(STREAM_CHUNK)
     try:
+        volume = dest_stager.create(VolumeSpec(path, "raw", size))
         with libvirt_errors("measure the bandwidth to %s" % dest_stager.client.uri):
-            stream = dest_stager.client.conn.newStream(0)
+            stream = dest_stager.client.new_stream()
             started = time.monotonic()
             volume.upload(stream, 0, size, 0)
             sent = 0
@@ -117,6 +132,9 @@ def bandwidth(dest_stager, directory, mib=32):
             stream.finish()
             elapsed = time.monotonic() - started
     finally:
-        dest_stager.remove(path)
-        dest_stager.created.remove(path)
+        try:
+            dest_stager.remove(path)
+        finally:
+            if path in dest_stager.created:
+                dest_stager.created.remove(path)
     return {"mib_per_s": round(mib / elapsed, 1) if elapsed > 0 else None, "mib": mib, "seconds": round(elapsed, 2)}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 
 from ansible_collections.kvm.migration.plugins.module_utils import _measure
@@ -30,6 +29,13 @@ from ansible_collections.kvm.migration.plugins.module_utils._convergence import 
     predict,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, describe, state_name
+from ansible_collections.kvm.migration.plugins.module_utils._live import (
+    POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET,
+    LiveRun,
+    Monitor,
+    describe_states,
+    failure_hint,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
     KvmMigrationError,
@@ -66,26 +72,9 @@ DIRTY_RATE_SAMPLES = 3
 # Nova's live_migration_completion_timeout: 800 s per GiB of RAM plus copied disk.
 DEFAULT_SECONDS_PER_GIB = 800
 MIN_DEFAULT_TIMEOUT = 120
+# After a failure: how long to try to reach a destination whose connection was lost, before reporting.
+DEST_RECONNECT_SECONDS = 60
 GIB = 1024 ** 3
-MAX_SAMPLES = 240
-
-# jobStats() keys copied into progress samples, with the name used in the result.
-SAMPLE_KEYS = {
-    "data_total": "data_total",
-    "data_processed": "data_processed",
-    "data_remaining": "data_remaining",
-    "memory_processed": "memory_processed",
-    "memory_remaining": "memory_remaining",
-    "disk_processed": "disk_processed",
-    "disk_remaining": "disk_remaining",
-    "memory_bps": "memory_bps",
-    "disk_bps": "disk_bps",
-    "memory_dirty_rate": "memory_dirty_rate",
-    "memory_iteration": "iteration",
-    "auto_converge_throttle": "throttle",
-}
-
-
 @dataclasses.dataclass
 class MigrationRequest:
     name: str
@@ -289,20 +278,27 @@ class Migration:
             downtime_schedule=tuning["downtime_schedule"], step_interval=req.downtime_step_interval,
             postcopy=tuning["postcopy"], switch_when_stalled=req.strategy == "auto"))
         try:
+            self._begin_staging(result, plan.storage, uuid)
             self._stage_templates(plan.storage)
             for vol in plan.volumes:
                 self.stager.create(vol)
-            error, aborted_by = self._run_and_monitor(src, plan)
+            self.live = LiveRun(self.source, self.dest, req, self.controller, self.progress)
+            error = self.live.run(src, plan)
         except KvmMigrationError as exc:
             # Staging failed before the migration began: the guest never left the source.
             removed = self.stager.rollback()
             exc.details.setdefault("removed_from_destination", removed)
+            exc.details.setdefault("guest_location", "source")
+            exc.details.setdefault("strategy", result["strategy"])
             raise
+        postcopy_found = None
         if error is not None and self.controller.postcopy_started:
-            error = self._resume_postcopy(src, plan, error)
+            error, postcopy_found = self.live.recover_postcopy(uuid, plan, error)
         if error is not None:
-            self._recover(uuid, error, aborted_by, was_paused)  # raises unless the guest did arrive
+            # raises unless the guest did arrive
+            self._recover(uuid, error, was_paused, result["strategy"], postcopy_found)
         dst = self._verify_destination(uuid, plan.volumes)
+        self.stager.end_journal()
         if self.controller.paused and not was_paused and state_name(dst) == "paused":
             with libvirt_errors("resume %s on the destination (it was paused to finish the migration)" % req.name):
                 dst.resume()
@@ -357,6 +353,7 @@ class Migration:
         copied = []
         copy_started = time.monotonic()
         try:
+            self._begin_staging(result, plan.storage, uuid)
             self._stage_templates(plan.storage)
             for target, vol, _allocation in plan.storage.copy:
                 facts = self.source_stager.facts(vol.path)
@@ -382,6 +379,7 @@ class Migration:
                 ", ".join(exc.details["removed_from_destination"]) or "nothing")
             exc.args = (exc.msg,)
             raise
+        self.stager.end_journal()
         if req.undefine_source:
             self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
         if req.source_cleanup:
@@ -424,21 +422,34 @@ class Migration:
         uuid = src.UUIDString()
         total = (located.running_job or {}).get("data_total", 0)
         timeout = req.timeout or max(MIN_DEFAULT_TIMEOUT, int(req.completion_timeout * total / GIB))
-        # Someone else chose that job's flags: its downtime is left alone, and a timeout action can only pause
-        # the guest or abort the job (post-copy may not be enabled for it).
+        # Someone else chose that job's flags: post-copy may not be enabled for it, so a timeout action can only
+        # pause the guest or abort the job.  The downtime limit is this request's (a fixed limit, no steps).
         self.controller = Controller(Policy(
             completion_timeout=timeout, completion_action=req.completion_action,
             progress_timeout=req.progress_timeout, progress_action=req.progress_action,
-            downtime_schedule=[0], step_interval=req.downtime_step_interval, postcopy="off"))
+            downtime_schedule=[req.schedule()[0]], step_interval=req.downtime_step_interval, postcopy="off"))
+        live = LiveRun(self.source, self.dest, req, self.controller, self.progress)
+        monitor = Monitor(self.source, uuid, self.controller.events)
         waited = time.monotonic()
-        while True:
-            time.sleep(req.poll_interval)
-            elapsed = time.monotonic() - waited
-            stats = self._sample(src, elapsed)
-            if stats is None:
-                break
-            for action, value, _reason in self.controller.decide(elapsed, stats):
-                self._act(src, action, value)
+        downtime_set = False
+        try:
+            while True:
+                time.sleep(req.poll_interval)
+                elapsed = time.monotonic() - waited
+                stats = live.sample(monitor, elapsed)
+                if stats is None:
+                    if monitor.dom is not None:
+                        break  # the job ended
+                    if elapsed > timeout + 60:
+                        break  # the monitor cannot reach the job at all: report what the hosts say
+                    continue
+                if not downtime_set:
+                    # The promise (at most max_downtime of pause) holds for a job this run did not start, too.
+                    downtime_set = live.act(monitor, elapsed, "set_downtime", self.controller.policy.downtime_schedule[0])
+                for action, value, _reason in self.controller.decide(elapsed, stats):
+                    live.act(monitor, elapsed, action, value)
+        finally:
+            monitor.close()
         src = self.source.lookup_domain_by_uuid(uuid)
         dst = self.dest.lookup_domain_by_uuid(uuid)
         events = [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]
@@ -470,6 +481,14 @@ class Migration:
                       progress=self.progress)
         return result
 
+    def _begin_staging(self, result, storage, uuid):
+        """Remove what an interrupted run of this migration left (the preflight recognised it by its journal),
+        then arm the journal: every directory gets one before its first new volume."""
+        removed = [path for path in storage.stale if self.stager.remove(path)]
+        if removed:
+            result["stale_removed"] = removed
+        self.stager.journal_uuid = uuid
+
     def _stage_templates(self, storage):
         """Copy the backing files the destination lacks, and verify each copy's size and checksum."""
         for template in storage.templates:
@@ -483,57 +502,6 @@ class Migration:
                     "The copy of template %s on the destination does not match the source (size %d vs %d, sha256 %s vs "
                     "%s)" % (template["path"], size, template["size"], received, sent))
             template.update(action="copied", sha256=sent)
-
-    def _run_and_monitor(self, dom, plan):
-        """Run migrateToURI3 in a thread; poll the job and let the controller steer it (downtime steps,
-        post-copy switch, pause, abort).  Returns (error, what aborted it)."""
-        outcome = {}
-
-        def worker():
-            try:
-                dom.migrateToURI3(self.request.dest_uri, plan.params, plan.flags)
-            except Exception as exc:  # the monitor decides what the failure means
-                outcome["error"] = exc
-
-        policy = self.controller.policy
-        try:
-            dom.migrateSetMaxDowntime(policy.downtime_schedule[0], 0)
-        except Exception:  # older libvirt wants a running job; the first poll sets it again
-            pass
-        thread = threading.Thread(target=worker, name="migrate-%s" % self.request.name, daemon=True)
-        started = time.monotonic()
-        thread.start()
-        aborted_by = None
-        first = True
-        while thread.is_alive():
-            thread.join(self.request.poll_interval)
-            if not thread.is_alive():
-                break
-            elapsed = time.monotonic() - started
-            stats = self._sample(dom, elapsed)
-            if stats is None:
-                continue
-            if first:
-                self._act(dom, "set_downtime", policy.downtime_schedule[0])
-                first = False
-            for action, value, reason in self.controller.decide(elapsed, stats):
-                self._act(dom, action, value)
-                if action == "abort" and aborted_by is None:
-                    aborted_by = "the migration was aborted: %s" % reason
-        return outcome.get("error"), aborted_by
-
-    def _act(self, dom, action, value):
-        try:
-            if action == "set_downtime":
-                dom.migrateSetMaxDowntime(int(value), 0)
-            elif action == "postcopy":
-                dom.migrateStartPostCopy(0)
-            elif action == "pause":
-                dom.suspend()
-            elif action == "abort":
-                dom.abortJob()
-        except Exception as exc:  # the job may have just finished; the outcome tells
-            self.controller.events.append((0.0, "failed %s" % action, str(exc).strip()))
 
     def _choose_strategy(self, located, check_mode=False):
         """Flags and steering for this migration.  manual: as the options say.  auto: measure the guest's dirty
@@ -558,7 +526,15 @@ class Migration:
             return tuning
         else:
             directory = os.path.dirname(located.storage.copy[0][1].path) if located.storage.copy else "/var/lib/libvirt/images"
-            bandwidth = dict(_measure.bandwidth(self.stager, directory, req.measure_mib), source="measured")
+            try:
+                bandwidth = dict(_measure.bandwidth(self.stager, directory, req.measure_mib), source="measured")
+            except _measure.NoRoomToMeasure as exc:
+                # No prediction without a bandwidth: run with the safety nets on (auto-converge, and post-copy
+                # when allowed, on stalls) rather than fill the destination's disk.
+                tuning.update(measured={"dirty_rate_mib_s": rate["mib_per_s"], "bandwidth": None},
+                              chosen="auto-converge", auto_converge=req.auto_converge is not False,
+                              note="bandwidth not measured: %s; give link_speed to predict" % exc)
+                return tuning
         memory = located.spec.memory_kib * 1024
         workload = Workload(
             ram_bytes=_measure.touched_ram(dom, memory),
@@ -589,62 +565,53 @@ class Migration:
             tuning["chosen"] = "auto-converge" if prediction.strategy == "auto_converge" else "pre-copy"
         return tuning
 
-    def _resume_postcopy(self, src, plan, error):
-        """A post-copy migration failed after the switch: the guest's memory is split between the hosts, so
-        neither side may be destroyed.  Try to resume it (libvirt 8.5+), a few times."""
-        flag = getattr(libvirt, "VIR_MIGRATE_POSTCOPY_RESUME", 0)
-        if not flag:
-            return error
-        for attempt in range(1, 4):
-            time.sleep(2)
-            try:
-                src.migrateToURI3(self.request.dest_uri, plan.params, plan.flags | flag)
-                self.controller.events.append((0.0, "postcopy resumed", "attempt %d after: %s" % (attempt, error)))
-                return None
-            except Exception as exc:  # keep the last reason
-                error = exc
-        return error
-
-    def _sample(self, dom, elapsed):
-        """Record a progress sample; returns the raw job statistics (None when no job runs)."""
-        try:
-            stats = dom.jobStats(0)
-        except Exception:  # the domain may have just left
-            return None
-        if not stats or stats.get("type", 0) == 0:
-            return None
-        sample = {"t": round(elapsed, 2)}
-        for key, name in SAMPLE_KEYS.items():
-            if key in stats:
-                sample[name] = stats[key]
-        self.progress.append(sample)
-        if len(self.progress) > MAX_SAMPLES:
-            # Keep the first sample and thin out the rest evenly.
-            self.progress = self.progress[:1] + self.progress[2::2]
-        return stats
-
-    def _recover(self, uuid, error, aborted_by, was_paused):
-        """After a failed migration: make sure the guest runs in exactly one place, then raise."""
+    def _recover(self, uuid, error, was_paused, strategy, postcopy_found=None):
+        """After a failed migration: find where the guest runs, make sure that is exactly one place, remove what
+        this run made on the destination when the guest is on the source, then raise with the cause."""
         req = self.request
-        reason = str(error).strip()
-        if aborted_by:
-            reason = "%s (%s)" % (aborted_by, reason)
+        live = self.live
+        if not live.call_returned:
+            # The engine's source connection is still held by the migration call: look through a fresh one.
+            self.source = self.source.twin("source")
+        dest_reachable = self._reach_destination()
         src = self.source.lookup_domain_by_uuid(uuid)
-        dst = self.dest.lookup_domain_by_uuid(uuid)
-        if getattr(self, "controller", None) is not None and self.controller.postcopy_started:
+        diagnosis = live.diagnose(src, error)
+        cause = diagnosis["error"] or "no error reported"
+        if diagnosis["causes"]:
+            cause = "%s (%s)" % (cause, "; ".join(diagnosis["causes"]))
+        dst = self.dest.lookup_domain_by_uuid(uuid) if dest_reachable else None
+        details = {"cause": diagnosis, "strategy": strategy, "progress": self.progress,
+                   "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]}
+        if self.controller.postcopy_started:
+            hints = {
+                "running": "QEMU was still moving the guest's pages when this run stopped waiting: watch it with "
+                           "virsh domjobinfo %s on the source and destroy neither side" % req.name,
+                "failed": "fix the link, then resume: virsh migrate --postcopy --postcopy-resume %s %s"
+                          % (req.name, req.dest_uri),
+            }
             raise OperationFailed(
-                "Post-copy migration of %s to %s failed and could not be resumed: %s. The guest's memory is split "
-                "between the two hosts, so nothing was destroyed or deleted on either"
-                % (req.name, req.dest_uri, reason),
-                hint="fix the connection, then: virsh migrate --postcopy --postcopy-resume %s %s" % (req.name, req.dest_uri),
-                details={"guest_location": "split (post-copy)", "progress": self.progress,
-                         "state": self._final_state(src, dst)},
-            )
+                "Post-copy migration of %s to %s failed and could not be resumed within %.0f s: %s. The guest's "
+                "memory is split between the two hosts (found: %s), so nothing was destroyed or deleted on either"
+                % (req.name, req.dest_uri, POSTCOPY_BUDGET, cause, describe_states(src, dst)),
+                hint=hints.get(postcopy_found, "a host cannot be reached: bring it back, then run this task again; it "
+                               "finds the guest and resumes or reports"),
+                details=dict(details, guest_location="split (post-copy)", postcopy_state=postcopy_found,
+                             state=self._final_state(src, dst)))
         if src is not None and src.isActive():
             if state_name(src) == "paused" and not was_paused:
                 with libvirt_errors("resume %s on the source after the failed migration" % req.name):
                     src.resume()
             cleaned = []
+            if not dest_reachable:
+                kept = list(self.stager.created)
+                raise OperationFailed(
+                    "Migration of %s to %s failed: %s. The guest keeps running on the source. The destination "
+                    "cannot be reached, so what this run made there stays until the next run: %s"
+                    % (req.name, req.dest_uri, cause, ", ".join(kept) or "nothing"),
+                    hint="bring the destination back, then run the same task again: it recognises and removes this "
+                         "run's leftovers (its journal) and migrates",
+                    details=dict(details, guest_location="source", kept_on_destination=kept,
+                                 state=self._final_state(src, None)))
             if dst is not None:
                 with libvirt_errors("remove the half-made domain %s from the destination" % req.name):
                     if dst.isActive():
@@ -652,37 +619,38 @@ class Migration:
                     if dst.isPersistent():
                         dst.undefine()
                 cleaned.append("domain %s" % req.name)
-            removed = self.stager.rollback()
-            cleaned += removed
-            hint = None
-            if "Postcopy is not supported" in reason:
-                hint = ("set vm.unprivileged_userfaultfd=1 on the destination (hypervisor_prep_postcopy: true), or do "
-                        "not use postcopy")
+            cleaned += self.stager.rollback()
+            self.stager.close()  # also drops a transient pool a restarted libvirtd brought back
             raise OperationFailed(
                 "Migration of %s to %s failed: %s. The guest keeps running on the source; "
-                "removed from the destination: %s" % (req.name, req.dest_uri, reason, ", ".join(cleaned) or "nothing"),
-                hint=hint,
-                details={
-                    "guest_location": "source",
-                    "removed_from_destination": cleaned,
-                    "progress": self.progress,
-                    "state": self._final_state(src, self.dest.lookup_domain_by_uuid(uuid)),
-                },
-            )
+                "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
+                hint=failure_hint(diagnosis, cause),
+                details=dict(details, guest_location="source", removed_from_destination=cleaned,
+                             state=self._final_state(src, self.dest.lookup_domain_by_uuid(uuid))))
         if dst is not None and dst.isActive() and state_name(dst) == "running":
             # The guest arrived although the call reported an error (for example a lost
             # connection in the finish phase): continue with verification.
             return
         raise OperationFailed(
-            "Migration of %s to %s failed and the guest is not running on the source nor on the destination: %s. "
-            "Nothing was deleted; disks on both hosts are kept for recovery" % (req.name, req.dest_uri, reason),
-            details={
-                "guest_location": "unknown",
-                "kept_on_destination": list(self.stager.created),
-                "progress": self.progress,
-                "state": self._final_state(src, dst),
-            },
-        )
+            "Migration of %s to %s failed and the guest is not running on the source nor on the destination (%s): "
+            "%s. Nothing was deleted; disks on both hosts are kept for recovery"
+            % (req.name, req.dest_uri, describe_states(src, dst), cause),
+            hint="start it where its disks are current: on the source (virsh start %s) unless the destination "
+                 "reports it paused there" % req.name,
+            details=dict(details, guest_location="unknown", kept_on_destination=list(self.stager.created),
+                         state=self._final_state(src, dst)))
+
+    def _reach_destination(self):
+        """The destination's connection, reopened when it was lost (a restarted libvirtd comes back within
+        seconds).  Returns whether the destination answers."""
+        if self.dest.alive():
+            return True
+        try:
+            self.dest.reconnect(within=DEST_RECONNECT_SECONDS)
+        except KvmMigrationError:
+            return False
+        self.stager.forget_connection()
+        return True
 
     def _verify_destination(self, uuid, volumes, active=True):
         req = self.request
@@ -732,7 +700,7 @@ class Migration:
             operations.append("persist")
             if not check_mode:
                 with libvirt_errors("define %s persistently on the destination" % req.name):
-                    self.dest.conn.defineXML(dst.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+                    self.dest.define_domain(dst.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE))
         if src is not None and req.undefine_source and src.UUIDString() == dst.UUIDString():
             operations.append("undefine_source")
             if not check_mode:
@@ -775,8 +743,7 @@ class Migration:
         """Delete copied source images once the destination checked out.  Kept: an image some other domain on
         the source still uses, and anything in a directory both hosts share (it is the destination's image)."""
         in_use = set()
-        with libvirt_errors("list the domains on the source %s" % self.source.uri):
-            domains = self.source.conn.listAllDomains(0)
+        domains = self.source.list_domains()
         for dom in domains:
             if dom.UUIDString() != uuid:
                 in_use.update(d.source for d in DomainSpec.from_xml(dom.XMLDesc(0)).disks)

@@ -136,10 +136,14 @@ class StoragePlan:
     incremental: bool = False
     offline: bool = False  # copied file by file through libvirt streams while the domain is shut off
     unsafe: bool = False  # shared file storage libvirt may not recognise: proven shared, so VIR_MIGRATE_UNSAFE
+    stale: list = dataclasses.field(default_factory=list)  # leftovers of an interrupted run, removed before copying
 
     def as_dict(self):
-        return {"requested": self.requested, "mode": self.mode, "copied": [t for t, _v, _a in self.copy],
-                "shared": list(self.shared), "templates": [dict(t) for t in self.templates]}
+        found = {"requested": self.requested, "mode": self.mode, "copied": [t for t, _v, _a in self.copy],
+                 "shared": list(self.shared), "templates": [dict(t) for t in self.templates]}
+        if self.stale:
+            found["stale_removed_first"] = list(self.stale)
+        return found
 
 
 @dataclasses.dataclass
@@ -606,6 +610,13 @@ class Preflight:
 
     def _destination_room(self, plan):
         conflicts = [v.path for _t, v, _a in plan.copy if self.stager.existing(v.path) is not None]
+        uuid = self.located.source_domain.UUIDString() if self.located.source_domain is not None else None
+        if conflicts and uuid and self.located.dest_domain is None and all(
+                self.stager.has_journal(os.path.dirname(p), uuid) for p in conflicts):
+            # This collection's journal for this domain is there: the files are what an interrupted run of the
+            # same migration made.  They are removed before copying (the preflight itself removes nothing).
+            plan.stale = conflicts
+            conflicts = []
         if conflicts:
             self.report.add(
                 "storage", FAIL,
@@ -624,9 +635,13 @@ class Preflight:
             if template["action"] == "copy":
                 directory = os.path.dirname(template["path"])
                 needs[directory] = needs.get(directory, 0) + template["size"]
+        freed = {}
+        for path in plan.stale:
+            facts = self.stager.facts(path) or {"physical": 0}
+            freed[os.path.dirname(path)] = freed.get(os.path.dirname(path), 0) + facts["physical"]
         short, space = [], {}
         for directory, need in needs.items():
-            available = self.stager.available(directory)
+            available = self.stager.available(directory) + freed.get(directory, 0)
             space[directory] = {"needed_bytes": need, "available_bytes": available}
             if available < need:
                 short.append("%s has %d MiB free, the disks need %d MiB"
@@ -644,8 +659,10 @@ class Preflight:
                    "present" % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
                                 sum(t["action"] == "present" for t in plan.templates)),
                    "mixed": "%d disk(s) stay on shared storage, %d will be copied" % (len(plan.shared), len(plan.copy))}
-        self.report.add("storage", PASS, "storage %s: %s; the destination has room" % (plan.mode, summary[plan.mode]),
-                        space=space, plan=plan.as_dict())
+        stale = ("; %d file(s) an interrupted run of this migration left (%s) will be removed first"
+                 % (len(plan.stale), ", ".join(plan.stale))) if plan.stale else ""
+        self.report.add("storage", PASS, "storage %s: %s; the destination has room%s"
+                        % (plan.mode, summary[plan.mode], stale), space=space, plan=plan.as_dict())
 
     def _network(self):
         req = self.request

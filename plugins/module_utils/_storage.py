@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
@@ -27,6 +28,17 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
 )
 
 TRANSIENT_POOL_PREFIX = "kvm-migration-"
+# The journal: an empty file this collection writes in a destination directory before it creates volumes there
+# for a domain, and removes when the migration succeeded or was rolled back.  A re-run that finds it knows the
+# files at its planned paths are its own leftovers (an interrupted run) and removes them instead of refusing.
+JOURNAL_PREFIX = ".kvm-migration-journal-"
+# Scratch files of a bandwidth measurement and shared-storage markers: always removed; one older than this that
+# is still there was left by a run that died, and is swept.
+SCRATCH_PREFIXES = (".kvm-migration-bandwidth-", ".kvm-migration-shared-")
+
+
+def journal_name(domain_uuid):
+    return "%s%s.raw" % (JOURNAL_PREFIX, domain_uuid)
 STREAM_CHUNK = 4 * 1024 * 1024
 POOL_TYPES = ("dir", "netfs")
 NETFS_FORMATS = ("auto", "nfs", "glusterfs", "cifs")
@@ -138,8 +150,15 @@ class VolumeStager:
     def __init__(self, client):
         self.client = client
         self.created = []
+        self.journal_uuid = None
+        self._journals = []
         self._transient_pools = []
         self._pools_by_dir = {}
+
+    def forget_connection(self):
+        """After the client reconnected: pool handles of the old connection are useless."""
+        self._pools_by_dir = {}
+        self._transient_pools = []
 
     def _pool_for_dir(self, directory, create):
         directory = os.path.normpath(directory)
@@ -151,6 +170,9 @@ class VolumeStager:
                 if pool.isActive():
                     with libvirt_errors("refresh storage pool %s on %s" % (pool.name(), self.client.uri)):
                         pool.refresh(0)
+                    if pool.name().startswith(TRANSIENT_POOL_PREFIX) and not pool.isPersistent():
+                        # A transient pool of a run that died: adopt it, so close() removes it.
+                        self._transient_pools.append(pool)
                     self._pools_by_dir[directory] = pool
                     return pool
                 inactive = pool
@@ -165,7 +187,7 @@ class VolumeStager:
         xml = "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (
             name, escape(directory))
         try:
-            pool = self.client.conn.storagePoolCreateXML(xml, 0)
+            pool = self.client.create_transient_pool(xml)
         except Exception as exc:
             if is_error(exc, "VIR_ERR_OPERATION_INVALID", "VIR_ERR_INTERNAL_ERROR", "VIR_ERR_SYSTEM_ERROR",
                         "VIR_ERR_NO_STORAGE_POOL"):
@@ -199,6 +221,8 @@ class VolumeStager:
 
     def create(self, spec):
         pool = self._pool_for_dir(os.path.dirname(spec.path), create=True)
+        if self.journal_uuid:
+            self._write_journal(pool, os.path.dirname(spec.path))
         with libvirt_errors("create volume %s on %s" % (spec.path, self.client.uri)):
             vol = pool.createXML(spec.xml(), 0)
         self.created.append(spec.path)
@@ -246,7 +270,7 @@ class VolumeStager:
     def sees_marker_of(self, other, directory):
         """Whether a file that `other` (another host's stager) creates in `directory` shows up here: the
         directory is shared storage.  The marker is removed again whatever the answer."""
-        name = ".kvm-migration-shared-%s.raw" % uuid.uuid4().hex[:12]
+        name = ".kvm-migration-shared-t%d-%s.raw" % (time.time(), uuid.uuid4().hex[:12])
         path = os.path.join(directory, name)
         other_pool = other._pool_for_dir(directory, create=True)
         with libvirt_errors("write a marker file in %s on %s" % (directory, other.client.uri)):
@@ -276,7 +300,7 @@ class VolumeStager:
         vol = self.existing(path)
         sparse = sparse and _sparse_streams()
         with libvirt_errors("read %s on %s" % (path, self.client.uri)):
-            stream = self.client.conn.newStream(0)
+            stream = self.client.new_stream()
             vol.download(stream, offset, length, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
             _pump(stream, None, sha, sparse)
             stream.finish()
@@ -294,8 +318,8 @@ class VolumeStager:
         sha = hashlib.sha256()
         sparse = sparse and _sparse_streams()
         with libvirt_errors("copy %s from %s to %s" % (path, other.client.uri, self.client.uri)):
-            down = other.client.conn.newStream(0)
-            up = self.client.conn.newStream(0)
+            down = other.client.new_stream()
+            up = self.client.new_stream()
             source.download(down, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
             target.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0)
             _pump(down, up, sha, sparse)
@@ -309,6 +333,53 @@ class VolumeStager:
             raise KvmMigrationError("The copy of %s on %s is not a %s image (%s)"
                                     % (path, self.client.uri, fmt, facts and facts["format"]))
         return sha.hexdigest()
+
+    def _write_journal(self, pool, directory):
+        path = os.path.join(os.path.normpath(directory), journal_name(self.journal_uuid))
+        if path in self._journals:
+            return
+        if self.existing(path) is None:
+            with libvirt_errors("write the journal %s on %s" % (path, self.client.uri)):
+                pool.createXML(VolumeSpec(path, "raw", 512).xml(), 0)
+        self._journals.append(path)
+
+    def has_journal(self, directory, domain_uuid):
+        """Whether an interrupted run of this collection left its journal for the domain in `directory`."""
+        return self.existing(os.path.join(directory, journal_name(domain_uuid))) is not None
+
+    def end_journal(self):
+        """The run is over (done or rolled back): its journals go."""
+        for path in self._journals:
+            try:
+                self.remove(path)
+            except Exception:  # a host that cannot be reached keeps it; the next run sweeps it
+                pass
+        self._journals = []
+        self.journal_uuid = None
+
+    def sweep_scratch(self, directory, older_than=300):
+        """Remove scratch files and markers of runs that died more than `older_than` seconds ago (libvirt reports
+        no file times, so their age is read from the name's time stamp, when it has one)."""
+        pool = self._pool_for_dir(directory, create=False)
+        if pool is None:
+            return []
+        removed = []
+        try:
+            names = pool.listVolumes()
+        except Exception:  # a pool that cannot list is not ours to sweep
+            return []
+        for name in names:
+            if not name.startswith(SCRATCH_PREFIXES):
+                continue
+            stamp = re.search(r"-t(\d{10})-", name)
+            if stamp is None or time.time() - int(stamp.group(1)) < older_than:
+                continue
+            try:
+                pool.storageVolLookupByName(name).delete(0)
+                removed.append(os.path.join(directory, name))
+            except Exception:  # another run removes it right now
+                pass
+        return removed
 
     def rollback(self):
         """Delete the volumes this stager created (a failed migration); returns their paths."""
@@ -326,6 +397,7 @@ class VolumeStager:
                     vol.delete(0)
                 removed.append(path)
         self.created = []
+        self.end_journal()
         return removed
 
     def close(self):
@@ -448,7 +520,7 @@ class PoolManager:
             if conflict is not None:
                 raise InvalidRequest("Pool %s already uses the target %s on %s; one directory, one pool"
                                      % (conflict, spec.target, self.client.uri))
-            pool = self._act("define pool %s" % spec.name, self.client.conn.storagePoolDefineXML, spec.xml(), 0)
+            pool = self._act("define pool %s" % spec.name, self.client.define_pool, spec.xml())
             try:
                 return self._converge(pool, spec, before, state, autostart, build, refresh, volumes)
             except Exception:
@@ -470,7 +542,7 @@ class PoolManager:
                         hint="stop the pool first (state: stopped), then change it",
                     )
                 self._act("redefine pool %s (%s)" % (spec.name, ", ".join(sorted(changes))),
-                          self.client.conn.storagePoolDefineXML, spec.xml(uuid=pool.UUIDString()), 0)
+                          self.client.define_pool, spec.xml(uuid=pool.UUIDString()))
         return self._converge(pool, spec, before, state, autostart, build, refresh, volumes)
 
     def _converge(self, pool, spec, before, state, autostart, build, refresh, volumes):

@@ -200,7 +200,12 @@ def run_module(module):
     elif p["dest_uri"]:
         stager = VolumeStager(module.client(p["dest_uri"], role="destination"))
         try:
-            result["bandwidth"] = dict(_measure.bandwidth(stager, p["scratch_dir"], p["measure_mib"]), source="measured")
+            try:
+                result["bandwidth"] = dict(_measure.bandwidth(stager, p["scratch_dir"], p["measure_mib"]),
+                                           source="measured")
+            except _measure.NoRoomToMeasure as exc:
+                raise InvalidRequest("Cannot measure the bandwidth: %s" % exc,
+                                     hint="lower measure_mib, give scratch_dir with room, or state bandwidth")
         finally:
             stager.close()
     if "bandwidth" in result:

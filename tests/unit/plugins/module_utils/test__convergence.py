@@ -182,3 +182,21 @@ def test_auto_converge_estimate_is_an_upper_bound_within_a_factor_of_the_benchma
     p = predict(w)
     assert p.strategy == "auto_converge"
     assert job_s <= p.estimated_total_s <= 2.5 * job_s
+
+
+def test_a_rising_auto_converge_throttle_counts_as_progress():
+    # Defect 13: remaining bytes hover while QEMU raises its throttle 20 -> 90 %; the progress timeout (30 s)
+    # must not give up while the throttle still climbs, and fires once it stops climbing.
+    c = Controller(Policy(completion_timeout=1000, progress_timeout=30, downtime_schedule=[300]))
+    samples = [(t, stats(500 + (t % 7)) | {"auto_converge_throttle": min(20 + 10 * (t // 10), 90)})
+               for t in range(0, 100)]
+    assert [a for _t, a, _v in run(c, samples)] == []
+    later = [(t, stats(500) | {"auto_converge_throttle": 90}) for t in range(100, 130)]
+    # The throttle stopped at t=70; with no progress since, the timeout fires 30 s later.
+    assert run(c, later) == [(100, "abort", None)]
+
+
+def test_completion_timeout_fires_without_samples():
+    # Defect 14: no job statistics at all (the monitor gets no answer); wall time still counts.
+    c = Controller(Policy(completion_timeout=10, completion_action="abort"))
+    assert run(c, [(t, {}) for t in range(0, 20, 2)]) == [(10, "abort", None)]

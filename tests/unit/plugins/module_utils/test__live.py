@@ -1,0 +1,131 @@
+"""The monitor and watchdog of a live migration (defect 14: a control call that libvirt never answers must not
+stop the timeouts).  A real libvirt cannot be made to hang on cue, so these tests use a fake domain whose calls
+block like the one gdb showed; tests/faults proves the same on real hosts with a guest that cannot converge."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from ansible_collections.kvm.migration.plugins.module_utils import _live
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import Controller, Policy
+from ansible_collections.kvm.migration.plugins.module_utils._live import LiveRun, bounded, CallTimedOut
+from ansible_collections.kvm.migration.plugins.module_utils._migration import MigrationRequest
+
+
+class HangingDomain:
+    """migrateToURI3 runs until abortJob; migrateSetMaxDowntime never returns (as seen in gdb)."""
+
+    def __init__(self, abort_works=True):
+        self.aborted = threading.Event()
+        self.never = threading.Event()
+        self.abort_works = abort_works
+        self.abort_calls = 0
+
+    def UUIDString(self):
+        return "00000000-0000-0000-0000-000000000001"
+
+    def migrateToURI3(self, *_args):
+        if self.abort_works:
+            self.aborted.wait()
+            raise RuntimeError("operation aborted: migration out job: canceled by client")
+        self.never.wait()
+
+    def jobStats(self, _flags):
+        return {"type": 2, "data_total": 1000, "data_processed": 10, "data_remaining": 990}
+
+    def jobInfo(self):
+        return [2]
+
+    def migrateSetMaxDowntime(self, *_args):
+        self.never.wait()
+
+    def abortJob(self):
+        self.abort_calls += 1
+        if self.abort_works:
+            self.aborted.set()
+        else:
+            self.never.wait()
+
+
+class FakeClient:
+    def __init__(self, dom):
+        self.dom = dom
+        self.uri = "qemu:///system"
+
+    def twin(self, _role=None):
+        return self
+
+    def open(self):
+        return self
+
+    def close(self):
+        pass
+
+    def lookup_domain_by_uuid(self, _uuid):
+        return self.dom
+
+    def alive(self):
+        return True
+
+    def last_error(self):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    monkeypatch.setattr(_live, "CALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(_live, "WATCHDOG_GRACE", 0.5)
+
+
+class Plan:
+    params, flags = {}, 0
+
+
+def live_run(dom, timeout=1.0):
+    request = MigrationRequest(name="vm1", dest_uri="qemu+ssh://hv2/system", poll_interval=0.1)
+    controller = Controller(Policy(completion_timeout=timeout, completion_action="abort", progress_timeout=0,
+                                   downtime_schedule=[300]))
+    client = FakeClient(dom)
+    return LiveRun(client, client, request, controller, [])
+
+
+def test_bounded_returns_raises_and_times_out():
+    assert bounded("add", lambda a, b: a + b, 1, 2) == 3
+    with pytest.raises(ZeroDivisionError):
+        bounded("divide", lambda: 1 / 0)
+    with pytest.raises(CallTimedOut, match="wait did not return within 0 s"):
+        bounded("wait", threading.Event().wait, timeout=0.2)
+
+
+def test_a_hanging_control_call_does_not_stop_the_completion_timeout():
+    dom = HangingDomain()
+    run = live_run(dom)
+    started = time.monotonic()
+    error = run.run(dom, Plan())
+    took = time.monotonic() - started
+    assert error is not None and "aborted" in str(error)
+    assert run.aborted_by.startswith("the migration was aborted: not finished within the completion timeout")
+    assert took < 4, took
+    assert any(e[1] == "failed set_downtime" for e in run.events)
+    assert run.call_returned
+
+
+def test_the_watchdog_stops_waiting_for_a_call_that_never_returns():
+    dom = HangingDomain(abort_works=False)
+    run = live_run(dom)
+    error = run.run(dom, Plan())
+    assert not run.call_returned
+    assert "did not return" in str(error)
+    assert dom.abort_calls >= 2  # the controller's abort, then the watchdog's through a fresh connection
+    assert [e[1] for e in run.events].count("gave up waiting") == 1
+
+
+def test_stall_evidence_names_a_lost_link():
+    run = live_run(HangingDomain())
+    run.progress[:] = [{"t": t, "data_processed": min(t, 10) * 100} for t in range(0, 30)]
+    assert run.stalled_for() == 19
+    found = run.diagnose(None, RuntimeError("internal error: client socket is closed"))
+    assert found["kind"] == "connection"
+    assert any("no data moved for 19 s" in c for c in found["causes"])
