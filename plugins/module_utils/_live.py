@@ -385,5 +385,5 @@ def _job_gone(monitor):
 
 def describe_states(src, dst):
     """A short 'source: running, destination: absent' for messages."""
-    return "source: %s, destination: %s" % (state_name(src) if src is not None else "absent",
-                                             state_name(dst) if dst is not None else "absent")
+    return "source: %s, destination: %s" % (
+        state_name(src) if src is not None else "absent", state_name(dst) if dst is not None else "absent")

@@ -75,6 +75,8 @@ MIN_DEFAULT_TIMEOUT = 120
 # After a failure: how long to try to reach a destination whose connection was lost, before reporting.
 DEST_RECONNECT_SECONDS = 60
 GIB = 1024 ** 3
+
+
 @dataclasses.dataclass
 class MigrationRequest:
     name: str

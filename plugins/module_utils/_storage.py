@@ -39,6 +39,8 @@ SCRATCH_PREFIXES = (".kvm-migration-bandwidth-", ".kvm-migration-shared-")
 
 def journal_name(domain_uuid):
     return "%s%s.raw" % (JOURNAL_PREFIX, domain_uuid)
+
+
 STREAM_CHUNK = 4 * 1024 * 1024
 POOL_TYPES = ("dir", "netfs")
 NETFS_FORMATS = ("auto", "nfs", "glusterfs", "cifs")
