@@ -99,7 +99,11 @@ unit: deps install
 	$(PY) -m pytest -q tests/unit
 
 integration: deps install
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q tests/integration tests/faults
+
+# The fault suite alone (make integration runs it too, on the same lab).
+faults: deps install
+	$(PY) -m pytest -q tests/faults
 
 molecule: deps install
 	KVMLAB_PYTHON=$(PY) $(VENV)/bin/molecule test --all

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest
+from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
 
 # exports(5) options; those with "=" take a value.
 FLAG_OPTIONS = {
@@ -77,8 +77,10 @@ def validate_options(host, options):
 
 def validate_export(path, clients, allow_any_client=False):
     """Check an export; returns the normalized clients [{'host', 'options'}]."""
-    if not path.startswith("/") or any(c.isspace() for c in path) or '"' in path:
-        raise InvalidRequest("Export path %r must be absolute and without spaces or quotes" % path)
+    if not path.startswith("/") or any(c.isspace() or ord(c) < 32 or c in '"#\\' for c in path) \
+            or ".." in path.split("/"):
+        raise InvalidRequest("Export path %r must be absolute, without '..', and without spaces, newlines, quotes, "
+                             "'#' or backslashes (exports(5) would read them differently)" % path)
     if not clients:
         raise InvalidRequest("Export %s has no clients; name the hypervisors that may mount it" % path)
     result = []

@@ -19,6 +19,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
+from ansible_collections.kvm.migration.plugins.module_utils._options import check_file_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
     KvmMigrationError,
@@ -504,6 +505,11 @@ class PoolManager:
         return None
 
     def ensure(self, spec, state, autostart=None, build=True, refresh=False, volumes=()):
+        # Every input is checked before anything is read or changed on the host.
+        volumes = [self._volume_in_pool(spec, vol) for vol in volumes]
+        if volumes and state == "stopped":
+            raise InvalidRequest("volumes need an active pool, but state is %s for pool %s; nothing was changed"
+                                 % (state, spec.name), hint="use state: started to create volumes")
         pool = self.client.lookup_pool(spec.name)
         before = None
         if pool is not None:
@@ -593,14 +599,26 @@ class PoolManager:
                 return other.name()
         return None
 
+    @staticmethod
+    def _volume_in_pool(spec, vol):
+        """The volume with its full path in the pool's target; a name that would leave it is refused."""
+        if os.path.isabs(vol.path):
+            directory, name = os.path.split(vol.path)
+            if os.path.normpath(directory) != os.path.normpath(spec.target):
+                raise InvalidRequest("volume path %r is not in the target %s of pool %s" % (vol.path, spec.target,
+                                                                                           spec.name))
+        else:
+            name = vol.path
+        check_file_name("volumes[].name", name)
+        return dataclasses.replace(vol, path=os.path.join(spec.target, name))
+
     def _volumes(self, pool, spec, volumes):
         created = []
         if not self.check_mode:
             with libvirt_errors("refresh pool %s" % spec.name):
                 pool.refresh(0)
         for vol in volumes:
-            path = os.path.join(spec.target, vol.path) if not os.path.isabs(vol.path) else vol.path
-            vol = dataclasses.replace(vol, path=path)
+            path = vol.path
             existing = None
             if pool is not None:
                 try:

@@ -117,9 +117,10 @@ exportfs:
 
 import os
 
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, OperationFailed
+from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
 from ansible_collections.kvm.migration.plugins.module_utils._nfs import find_line, render_line, validate_export
+from ansible_collections.kvm.migration.plugins.module_utils._options import check_file_name
 
 HEADER = "# Managed by kvm.migration.nfs_share - local changes are overwritten.\n"
 
@@ -151,6 +152,8 @@ def run_module(module):
                                  hint="create it first, for example with ansible.builtin.file")
         line = render_line(path, clients)
     name = p["name"] or path.strip("/").replace("/", "-") or "root"
+    # The file stays in /etc/exports.d: a name with '/' or '..' is refused, not followed.
+    check_file_name("name", name)
     target = p["exports_file"] or "/etc/exports.d/%s.exports" % name
     exists = os.path.exists(target)
     current = open(target).read() if exists else ""

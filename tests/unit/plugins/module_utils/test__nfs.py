@@ -50,6 +50,9 @@ def test_no_root_squash_only_for_single_hosts(host):
 def test_export_shape_checks():
     for path, clients, message in (("relative", [{"host": "h"}], "must be absolute"),
                                    ("/with space", [{"host": "h"}], "must be absolute"),
+                                   ("/export/a#b", [{"host": "h"}], "'#'"),
+                                   ("/export/../etc", [{"host": "h"}], "without '..'"),
+                                   ("/export/x\ny", [{"host": "h"}], "newlines"),
                                    ("/export", [], "has no clients"),
                                    ("/export", [{"host": "h"}, {"host": "h"}], "more than once: h")):
         with pytest.raises(InvalidRequest, match=message):

@@ -65,3 +65,56 @@ def test_an_inactive_pool_for_the_directory_is_a_clear_error(client, tmp_path):
     with pytest.raises(InvalidRequest, match="Storage pool images for .* is not active") as err:
         stager.existing(str(tmp_path / "images" / "vm1.qcow2"))
     assert "pool-start images" in err.value.hint
+
+
+@pytest.mark.parametrize("name", ["sub/disk.qcow2", "../escape.qcow2", "a#b", "two words", "-x", "/elsewhere/d.qcow2"])
+def test_pool_volume_names_never_leave_the_pool_and_nothing_changes(client, tmp_path, name):
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+
+    target = tmp_path / "newpool"
+    target.mkdir()
+    spec = PoolSpec(name="newpool", target=str(target))
+    with pytest.raises(InvalidRequest, match="volume"):
+        PoolManager(client).ensure(spec, "started", volumes=[VolumeSpec(name, "qcow2", 1 << 20)])
+    assert client.lookup_pool("newpool") is None
+
+
+def test_stopped_pool_with_volumes_is_refused_before_stopping(client, tmp_path):
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+
+    pool = client.lookup_pool("images")
+    spec = PoolSpec(name="images", target=pool_target(pool))
+    with pytest.raises(InvalidRequest, match="state is stopped"):
+        PoolManager(client).ensure(spec, "stopped", volumes=[VolumeSpec("d.qcow2", "qcow2", 1 << 20)])
+    assert pool.isActive()
+
+
+def test_stale_transient_pool_is_adopted_and_removed(client, tmp_path):
+    directory = tmp_path / "left"
+    directory.mkdir()
+    client.create_transient_pool("<pool type='dir'><name>kvm-migration-dead0001</name><target><path>%s</path>"
+                                 "</target></pool>" % directory)
+    stager = VolumeStager(client)
+    assert stager.existing(str(directory / "x.raw")) is None
+    stager.close()
+    assert client.lookup_pool("kvm-migration-dead0001") is None
+
+
+def test_journal_marks_a_directory_until_the_run_ends(client, tmp_path):
+    stager = VolumeStager(client)
+    stager.journal_uuid = "11111111-2222-3333-4444-555555555555"
+    spec = VolumeSpec(str(tmp_path / "images" / "j.qcow2"), "qcow2", 1 << 20)
+    stager.create(spec)
+    assert stager.has_journal(str(tmp_path / "images"), stager.journal_uuid)
+    later = VolumeStager(client)  # what a re-run sees after an interrupted run
+    assert later.has_journal(str(tmp_path / "images"), "11111111-2222-3333-4444-555555555555")
+    assert stager.rollback() == [spec.path]
+    assert not later.has_journal(str(tmp_path / "images"), "11111111-2222-3333-4444-555555555555")
+    stager.close()
+    later.close()
+
+
+def pool_target(pool):
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import pool_target_path
+
+    return pool_target_path(pool)
