@@ -313,7 +313,7 @@ class LiveRun:
         return "unknown"
 
     # ------------------------------------------------------------------ diagnosis
-    def diagnose(self, src, error):
+    def diagnose(self, src, error, dest_lost=False):
         """The cause of a failed migration, from everything that can tell: the call's error, the source job's
         own error message, the state of the connection to the destination, and whether data still moved."""
         causes = []
@@ -332,17 +332,21 @@ class LiveRun:
             causes.append("QEMU/libvirt on the source: %s" % errmsg.strip())
         stall = self.stalled_for()
         dest_alive = self.dest.alive()
-        if not dest_alive:
-            causes.append("the connection to the destination %s was lost" % self.request.dest_uri)
+        if dest_lost or not dest_alive:
+            causes.append("the connection to the destination %s was lost (its libvirtd stopped, or the link failed)%s"
+                          % (self.request.dest_uri, "" if dest_alive else "; it still does not answer"))
         if stall >= STALL_EVIDENCE_SECONDS and not self.aborted_by:
             causes.append("no data moved for %.0f s before the failure: the link to the destination was lost or "
                           "blocked" % stall)
         for role, client in (("source", self.source), ("destination", self.dest)):
             last = client.last_error()
-            if last and last not in text and all(last not in c for c in causes):
+            # Only errors about the migration or the connection: a lookup's "not found" explains nothing.
+            relevant = (last and "not found" not in last.lower() and "kvm-migration-" not in last
+                        and ("migrat" in last.lower() or error_kind(RuntimeError(last)) == "connection"))
+            if relevant and last not in text and all(last not in c for c in causes):
                 causes.append("last libvirt error on the %s connection: %s" % (role, last))
         kind = error_kind(error) if error is not None else "other"
-        if not dest_alive or stall >= STALL_EVIDENCE_SECONDS:
+        if dest_lost or not dest_alive or stall >= STALL_EVIDENCE_SECONDS:
             kind = "connection"
         return {"error": text, "causes": causes, "kind": kind, "dest_reachable": dest_alive}
 

@@ -575,9 +575,10 @@ class Migration:
         if not live.call_returned:
             # The engine's source connection is still held by the migration call: look through a fresh one.
             self.source = self.source.twin("source")
+        dest_lost = not self.dest.alive()
         dest_reachable = self._reach_destination()
         src = self.source.lookup_domain_by_uuid(uuid)
-        diagnosis = live.diagnose(src, error)
+        diagnosis = live.diagnose(src, error, dest_lost=dest_lost)
         cause = diagnosis["error"] or "no error reported"
         if diagnosis["causes"]:
             cause = "%s (%s)" % (cause, "; ".join(diagnosis["causes"]))

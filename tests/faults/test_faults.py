@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+from helpers import host_snapshot
 from kvmlab.guestops import IMAGES, LabGuest
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -128,6 +129,7 @@ def test_link_cut_mid_copy(lab, ansible, vm):
     time.sleep(20)
     restore_link(lab)
     result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
     if result.get("failed"):
         assert_failed_cleanly(lab, vm, result)
         # The cause, not only libvirt's last word ("client socket is closed").
@@ -150,8 +152,10 @@ def test_destination_libvirtd_killed(lab, ansible, vm):
     time.sleep(5)
     lab.exec(DST, "systemctl start libvirtd.service")
     result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
     assert result.get("failed"), result
     assert result["guest_location"] == "source"
+    assert "the connection to the destination %s was lost" % DEST_URI in result["msg"], result["msg"]
     assert_in_one_place(vm, SRC)
     if "removed_from_destination" in result:
         assert leftovers(lab, vm) == [], result["msg"]
@@ -181,10 +185,38 @@ def test_a_guest_that_cannot_converge_is_stopped_on_time(lab, ansible, vm):
         vm, strategy="manual", bandwidth=2, timeout=25, downtime_schedule=[50, 100, 200, 300],
         downtime_step_interval=1)).task("probe")
     took = time.monotonic() - started
+    print("fault result after %.0f s:" % took, result.get("msg"), "| hint:", result.get("hint"))
     assert result.get("failed"), result
     assert "completion timeout of 25 s" in result["msg"], result["msg"]
     # The timeout plus the abort and clean-up, far below the watchdog's grace.
     assert took < 25 + 45, took
     assert "guest changes memory faster" in result["hint"], result["hint"]
     assert not [e for e in result["events"] if e["event"].startswith("failed")], result["events"]
+    assert "Storage volume not found" not in result["msg"], "a lookup's miss is not a cause"
     assert_failed_cleanly(lab, vm, result)
+
+
+def test_preflight_leaves_nothing_on_either_host(lab, ansible, vm):
+    """Defect 5: the read-only preflight left a transient pool on the source."""
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+    result = ansible.module(SRC, "kvm.migration.preflight", {"name": vm.name, "dest_uri": DEST_URI}).task("probe")
+    assert not result.get("failed"), result.get("msg")
+    assert result["verdict"] in ("pass", "warn"), result
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+    assert leftovers(lab, vm) == []
+
+
+def test_bandwidth_measurement_on_a_full_destination_writes_nothing(lab, ansible, vm):
+    """Defect 4: the scratch file of a bandwidth measurement filled a full destination.  Now its room is checked
+    first (a 40 MiB filesystem cannot take 32 MiB and the margin) and nothing is written."""
+    lab.exec(DST, "mkdir -p /srv/small && mount -t tmpfs -o size=40m tmpfs /srv/small")
+    try:
+        result = ansible.module(SRC, "kvm.migration.dirtyrate", {
+            "name": vm.name, "dest_uri": DEST_URI, "scratch_dir": "/srv/small", "measure_mib": 32}).task("probe")
+        assert result.get("failed"), result
+        assert "Cannot measure the bandwidth" in result["msg"] and "/srv/small" in result["msg"], result["msg"]
+        assert "measure_mib" in result["hint"]
+        assert lab.exec(DST, "ls -A /srv/small").stdout.strip() == ""
+        assert leftovers(lab, vm) == []
+    finally:
+        lab.exec(DST, "umount /srv/small; rmdir /srv/small", check=False)
