@@ -37,6 +37,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._live import (
     failure_hint,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    ConnectionFailed,
     InvalidRequest,
     KvmMigrationError,
     OperationFailed,
@@ -299,7 +300,17 @@ class Migration:
         if error is not None:
             # raises unless the guest did arrive
             self._recover(uuid, error, was_paused, result["strategy"], postcopy_found)
-        dst = self._verify_destination(uuid, plan.volumes)
+        # A cut link or a restarted libvirtd may have closed the destination's connection while the guest
+        # still arrived (post-copy resumed, or QEMU finished on its own): reopen it to verify.
+        self._reach_destination()
+        try:
+            dst = self._verify_destination(uuid, plan.volumes)
+        except ConnectionFailed:
+            # The connection died under the check (its keepalive outlived the cut): once more, on a new one.
+            self.dest.close()
+            if not self._reach_destination():
+                raise
+            dst = self._verify_destination(uuid, plan.volumes)
         self.stager.end_journal()
         if self.controller.paused and not was_paused and state_name(dst) == "paused":
             with libvirt_errors("resume %s on the destination (it was paused to finish the migration)" % req.name):
