@@ -605,8 +605,8 @@ class PoolManager:
         if os.path.isabs(vol.path):
             directory, name = os.path.split(vol.path)
             if os.path.normpath(directory) != os.path.normpath(spec.target):
-                raise InvalidRequest("volume path %r is not in the target %s of pool %s" % (vol.path, spec.target,
-                                                                                           spec.name))
+                raise InvalidRequest("volume path %r is not in the target %s of pool %s"
+                                     % (vol.path, spec.target, spec.name))
         else:
             name = vol.path
         check_file_name("volumes[].name", name)
