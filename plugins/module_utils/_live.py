@@ -85,10 +85,9 @@ def bounded(what, call, *args, timeout=None):
 class Monitor:
     """The job of one domain seen through a connection of its own; reopened when a call times out."""
 
-    def __init__(self, client, uuid, events):
+    def __init__(self, client, uuid):
         self.base = client
         self.uuid = uuid
-        self.events = events
         self.client = None
         self.dom = None
 
@@ -156,7 +155,7 @@ class LiveRun:
                 outcome["error"] = exc
 
         self._uuid = dom.UUIDString()
-        monitor = Monitor(self.source, self._uuid, self.events)
+        monitor = Monitor(self.source, self._uuid)
         thread = threading.Thread(target=worker, name="migrate-%s" % self.request.name, daemon=True)
         started = time.monotonic()
         thread.start()
@@ -197,7 +196,7 @@ class LiveRun:
         that nothing else uses."""
         reason = "still running %.0f s after the completion timeout of %.0f s" % (elapsed - timeout, timeout)
         self.aborted_by = self.aborted_by or "the migration was aborted by the watchdog: %s" % reason
-        watchdog = Monitor(self.source, self._uuid, self.events)
+        watchdog = Monitor(self.source, self._uuid)
         try:
             watchdog.call("abort the job", "abortJob")
             self.event(elapsed, "abort", "watchdog: %s" % reason)

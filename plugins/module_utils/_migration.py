@@ -442,7 +442,7 @@ class Migration:
             progress_timeout=req.progress_timeout, progress_action=req.progress_action,
             downtime_schedule=[req.schedule()[0]], step_interval=req.downtime_step_interval, postcopy="off"))
         live = LiveRun(self.source, self.dest, req, self.controller, self.progress)
-        monitor = Monitor(self.source, uuid, self.controller.events)
+        monitor = Monitor(self.source, uuid)
         waited = time.monotonic()
         downtime_set = False
         try:

@@ -327,6 +327,15 @@ events:
   type: list
   elements: dict
   sample: []
+stale_removed:
+  description:
+    - Files that an interrupted run of the same migration left on the destination (recognised by its journal file
+      C(.kvm-migration-journal-UUID.raw)), removed before copying. A failed run's result instead carries
+      C(guest_location), C(cause) (the error, the causes found and their kind) and C(strategy).
+  returned: when such files were found
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/images/web01.qcow2]
 volumes_created:
   description: Paths of the volumes the module created on the destination.
   returned: when a migration ran
