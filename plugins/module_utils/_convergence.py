@@ -200,6 +200,8 @@ class Controller:
         self.postcopy_pending = None
         self.paused = False
         self.fired = set()
+        # Which timeout ('completion' or 'progress') asked for the abort, if one did.
+        self.aborted_for = None
         self.events = []
         self.throttle = 0
         self.throttle_rose_at = 0.0
@@ -261,6 +263,7 @@ class Controller:
                 self.paused = True
                 actions.append(("pause", None, reason))
             else:
+                self.aborted_for = self.aborted_for or name
                 actions.append(("abort", None, reason))
         if self.postcopy_pending and not self.postcopy_started and in_memory:
             self.postcopy_started = True

@@ -33,6 +33,11 @@ DOMAIN_STATES = {
     7: "pmsuspended",
 }
 ACTIVE_STATES = ("running", "blocked", "paused", "shutdown", "pmsuspended")
+# Why a domain is shut off (virDomainShutoffReason): says whether the guest stopped itself or QEMU died.
+SHUTOFF_REASONS = {
+    1: "the guest shut down", 2: "destroyed", 3: "QEMU crashed", 4: "migrated away", 5: "saved",
+    6: "QEMU failed to start", 7: "restored from a snapshot", 8: "libvirtd found it gone",
+}
 
 
 @dataclasses.dataclass
@@ -82,6 +87,8 @@ class DomainSpec:
     hostdevs: list
     unmigratable_devices: list
     emulator: str = ""
+    # [{"type": "network"|"bridge"|"direct", "source": name, "mac": address}]: what each NIC plugs into.
+    interfaces: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_xml(cls, xml):
@@ -102,6 +109,8 @@ class DomainSpec:
             hostdevs=[_describe_hostdev(h) for h in root.findall("devices/hostdev")],
             unmigratable_devices=_unmigratable_devices(root),
             emulator=(root.findtext("devices/emulator") or "").strip(),
+            interfaces=[_parse_interface(i) for i in root.findall("devices/interface")
+                        if i.get("type") in INTERFACE_SOURCES],
         )
 
     def disk(self, target):
@@ -164,6 +173,18 @@ def _parse_disk(node):
     )
 
 
+# The <interface> types whose <source> names something that must exist on the host, and its attribute.
+INTERFACE_SOURCES = {"network": "network", "bridge": "bridge", "direct": "dev"}
+
+
+def _parse_interface(node):
+    kind = node.get("type")
+    src = node.find("source")
+    mac = node.find("mac")
+    return {"type": kind, "source": (src.get(INTERFACE_SOURCES[kind]) or "") if src is not None else "",
+            "mac": mac.get("address") if mac is not None else ""}
+
+
 def _describe_hostdev(node):
     src = node.find("source")
     address = src.find("address") if src is not None else None
@@ -199,6 +220,16 @@ def state_name(domain):
         return "absent"
     state, _reason = domain.state()
     return DOMAIN_STATES.get(state, "unknown")
+
+
+def state_detail(domain):
+    """state_name(), with the reason when the domain is shut off: 'shutoff (QEMU crashed)'."""
+    name = state_name(domain)
+    if name == "shutoff":
+        reason = SHUTOFF_REASONS.get(domain.state()[1])
+        if reason:
+            return "%s (%s)" % (name, reason)
+    return name
 
 
 def describe(domain):

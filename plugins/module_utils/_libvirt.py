@@ -307,6 +307,33 @@ class LibvirtClient:
             with libvirt_errors("look up storage pool %s on %s" % (name, self.uri)):
                 raise
 
+    def network_state(self, name):
+        """'active', 'inactive' or 'absent': a libvirt virtual network on this host."""
+        try:
+            net = self.conn.networkLookupByName(name)
+        except Exception as exc:
+            if is_error(exc, "VIR_ERR_NO_NETWORK"):
+                return "absent"
+            with libvirt_errors("look up network %s on %s" % (name, self.uri)):
+                raise
+        with libvirt_errors("read the state of network %s on %s" % (name, self.uri)):
+            return "active" if net.isActive() else "inactive"
+
+    def host_interface_state(self, name):
+        """'active', 'inactive' or 'absent': a host network interface (a bridge, a NIC); None when this libvirt
+        has no interface driver to ask."""
+        try:
+            iface = self.conn.interfaceLookupByName(name)
+        except Exception as exc:
+            if is_error(exc, "VIR_ERR_NO_INTERFACE"):
+                return "absent"
+            if is_error(exc, "VIR_ERR_NO_SUPPORT", "VIR_ERR_NO_CONNECT"):
+                return None
+            with libvirt_errors("look up interface %s on %s" % (name, self.uri)):
+                raise
+        with libvirt_errors("read the state of interface %s on %s" % (name, self.uri)):
+            return "active" if iface.isActive() else "inactive"
+
     def list_pools(self):
         with libvirt_errors("list storage pools on %s" % self.uri):
             return self.conn.listAllStoragePools(0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ansible_collections.kvm.migration.plugins.module_utils._domain import state_name
+from ansible_collections.kvm.migration.plugins.module_utils._domain import state_detail
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     HINTS,
     OperationFailed,
@@ -131,6 +131,11 @@ class LiveRun:
         self.controller = controller
         self.progress = progress
         self.aborted_by = None
+        # Why this run aborted the job: 'completion_timeout', 'progress_timeout' or 'watchdog' (None: it did not).
+        self.abort_reason = None
+        # 'failed' or 'cancelled' when a sample caught the source's job in that end state (it lasts well under a
+        # second, but it is the only trace: libvirt may report the migration's end as a closed connection).
+        self.job_end_seen = None
         self.call_returned = True
         self._uuid = None
 
@@ -175,6 +180,7 @@ class LiveRun:
                     self.act(monitor, elapsed, action, value, thread)
                     if action == "abort" and self.aborted_by is None:
                         self.aborted_by = "the migration was aborted: %s" % reason
+                        self.abort_reason = "%s_timeout" % (self.controller.aborted_for or "completion")
                 if not timeout or self.controller.postcopy_started:
                     continue
                 if elapsed > timeout + WATCHDOG_GRACE and not forced_abort:
@@ -196,6 +202,7 @@ class LiveRun:
         that nothing else uses."""
         reason = "still running %.0f s after the completion timeout of %.0f s" % (elapsed - timeout, timeout)
         self.aborted_by = self.aborted_by or "the migration was aborted by the watchdog: %s" % reason
+        self.abort_reason = self.abort_reason or "watchdog"
         watchdog = Monitor(self.source, self._uuid)
         try:
             watchdog.call("abort the job", "abortJob")
@@ -233,6 +240,11 @@ class LiveRun:
         except Exception:  # the domain may have just left
             return None
         if not stats or stats.get("type", 0) == 0:
+            return None
+        end = {getattr(libvirt, "VIR_DOMAIN_JOB_FAILED", 4): "failed",
+               getattr(libvirt, "VIR_DOMAIN_JOB_CANCELLED", 5): "cancelled"}.get(stats.get("type"))
+        if end:
+            self.job_end_seen = end
             return None
         sample = {"t": round(elapsed, 2)}
         for key, name in SAMPLE_KEYS.items():
@@ -312,7 +324,7 @@ class LiveRun:
         return "unknown"
 
     # ------------------------------------------------------------------ diagnosis
-    def diagnose(self, src, error, dest_lost=False):
+    def diagnose(self, src, error, dest_lost=False, source_lost=False):
         """The cause of a failed migration, from everything that can tell: the call's error, the source job's
         own error message, the state of the connection to the destination, and whether data still moved."""
         causes = []
@@ -329,14 +341,23 @@ class LiveRun:
                 errmsg = None
         if errmsg and errmsg.strip() not in text:
             causes.append("QEMU/libvirt on the source: %s" % errmsg.strip())
+        if source_lost:
+            causes.append("the connection to the source %s was lost under the migration (its libvirtd stopped or "
+                          "restarted; libvirt then cancels an outgoing migration)" % self.source.uri)
         stall = self.stalled_for()
         dest_alive = self.dest.alive()
         if dest_lost or not dest_alive:
             causes.append("the connection to the destination %s was lost (its libvirtd stopped, or the link failed)%s"
                           % (self.request.dest_uri, "" if dest_alive else "; it still does not answer"))
         if stall >= STALL_EVIDENCE_SECONDS and not self.aborted_by:
-            causes.append("no data moved for %.0f s before the failure: the link to the destination was lost or "
-                          "blocked" % stall)
+            if dest_alive and not dest_lost:
+                # The control connection to the destination's libvirtd held: only the migration stream broke.
+                causes.append("no data moved for %.0f s before the failure, while the destination's libvirtd kept "
+                              "answering: the migration stream broke (the destination's QEMU exited, or the data "
+                              "path was cut or blocked)" % stall)
+            else:
+                causes.append("no data moved for %.0f s before the failure: the link to the destination was lost or "
+                              "blocked" % stall)
         for role, client in (("source", self.source), ("destination", self.dest)):
             last = client.last_error()
             # Only errors about the migration or the connection: a lookup's "not found" explains nothing.
@@ -345,9 +366,23 @@ class LiveRun:
             if relevant and last not in text and all(last not in c for c in causes):
                 causes.append("last libvirt error on the %s connection: %s" % (role, last))
         kind = error_kind(error) if error is not None else "other"
-        if dest_lost or not dest_alive or stall >= STALL_EVIDENCE_SECONDS:
+        if source_lost or dest_lost or not dest_alive or stall >= STALL_EVIDENCE_SECONDS:
             kind = "connection"
-        return {"error": text, "causes": causes, "kind": kind, "dest_reachable": dest_alive}
+        if self.job_end_seen == "cancelled" and not self.abort_reason:
+            causes.append("the source's job was cancelled, not by this run (virsh domjobabort on the source, or "
+                          "another client)")
+            kind = "aborted"
+        elif (kind == "connection" and dest_alive and not (source_lost or dest_lost or self.abort_reason)
+              and stall < STALL_EVIDENCE_SECONDS):
+            # With PERSIST_DEST over SSH, libvirt replaces the job's own error by the end of its connection to the
+            # destination (seen for a domjobabort): say what the evidence does show.
+            causes.append("libvirt reported only that its connection to the destination closed, which it does "
+                          "whenever a migration ends early; the destination's libvirtd still answers and data moved "
+                          "until the end, so the job was stopped on one of the hosts (virsh domjobabort, or a QEMU "
+                          "that exited)")
+            kind = "interrupted"
+        return {"error": text, "causes": causes, "kind": kind, "dest_reachable": dest_alive,
+                "aborted_by": self.abort_reason, "source_lost": source_lost}
 
     def stalled_for(self):
         """Seconds at the end of the run during which data_processed did not change."""
@@ -363,14 +398,23 @@ class LiveRun:
         return last["t"] - since["t"]
 
 
-def failure_hint(diagnosis, cause):
+def failure_hint(diagnosis, cause, name="<name>"):
     """What to do next, for the cause actually found (the guest is on the source)."""
     if "Postcopy is not supported" in cause or "userfaultfd" in cause:
         return ("set vm.unprivileged_userfaultfd=1 on the destination (hypervisor_prep_postcopy: true), or do not "
                 "use postcopy")
-    if "timeout" in cause and "aborted" in cause:
+    if diagnosis.get("aborted_by"):
         return ("the guest changes memory faster than the link moves it: allow postcopy (postcopy: on_demand), "
                 "raise max_downtime, state link_speed, or move it offline (live: false); then run the task again")
+    if diagnosis["kind"] == "aborted":
+        return ("the job was cancelled outside this run (virsh domjobabort on the source, or another tool); the "
+                "guest stays on the source: run the same task again to migrate it")
+    if diagnosis.get("source_lost"):
+        return ("the source's libvirtd stopped or restarted under the migration (systemctl status libvirtd there); "
+                "once it runs, run the same task again")
+    if diagnosis["kind"] == "interrupted":
+        return ("see why the job stopped in /var/log/libvirt/qemu/%s.log and libvirtd's journal on both hosts; the "
+                "guest stays on the source: run the same task again to migrate it" % name)
     if diagnosis["kind"] == "connection":
         return ("check the link and the daemons between the hosts (libvirt's port and 49152-49215/tcp for the "
                 "migration data), then run the same task again")
@@ -389,4 +433,4 @@ def _job_gone(monitor):
 def describe_states(src, dst):
     """A short 'source: running, destination: absent' for messages."""
     return "source: %s, destination: %s" % (
-        state_name(src) if src is not None else "absent", state_name(dst) if dst is not None else "absent")
+        state_detail(src) if src is not None else "absent", state_detail(dst) if dst is not None else "absent")

@@ -28,7 +28,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._convergence import 
     Workload,
     predict,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, describe, state_name
+from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, describe, state_detail, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._live import (
     POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET,
     LiveRun,
@@ -41,6 +41,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
     KvmMigrationError,
     OperationFailed,
+    error_text,
     is_error,
     libvirt,
     libvirt_errors,
@@ -65,16 +66,20 @@ from ansible_collections.kvm.migration.plugins.module_utils._storage import Volu
 STORAGE_MODES = ("auto", "shared", "copy_all", "copy_incremental")
 COMPRESSION_METHODS = ("none", "xbzrle", "zlib", "zstd")
 # The auto strategy raises QEMU's downtime limit step by step up to this.  QEMU's real downtime overshoots its
-# limit by the final synchronisation (up to 103 ms measured on slow links, docs/performance.md; a 400 ms limit
-# gave a 503 ms pause), so a 350 ms limit keeps the real pause within the 500 ms that Nova and oVirt allow.
-AUTO_MAX_DOWNTIME = 350
+# limit by the final synchronisation: up to 103 ms on an idle lab, up to 175 ms with the host's CPUs contended
+# (525 ms with the schedule topping at 350 ms; docs/performance.md).  300 ms keeps the real pause within the
+# 500 ms that Nova and oVirt allow, under load too.
+AUTO_MAX_DOWNTIME = 300
 # One-second dirty rate samples averaged before predicting (see _measure.dirty_rate).
 DIRTY_RATE_SAMPLES = 3
 # Nova's live_migration_completion_timeout: 800 s per GiB of RAM plus copied disk.
 DEFAULT_SECONDS_PER_GIB = 800
 MIN_DEFAULT_TIMEOUT = 120
-# After a failure: how long to try to reach a destination whose connection was lost, before reporting.
-DEST_RECONNECT_SECONDS = 60
+# After a failure: how long to try to reach a host whose connection was lost, before reporting.
+RECONNECT_SECONDS = 60
+# A destination directory with less free space than this after a failure explains it (a qcow2 cluster needs 64 KiB,
+# QEMU's write-out buffers more).
+FULL_BELOW_BYTES = 1024 ** 2
 GIB = 1024 ** 3
 
 
@@ -142,6 +147,10 @@ class MigrationRequest:
             raise InvalidRequest("postcopy must be off, immediate or on_demand, not %r" % self.postcopy)
         if self.compression not in COMPRESSION_METHODS:
             raise InvalidRequest("compression must be one of %s" % ", ".join(COMPRESSION_METHODS))
+        if self.compression in ("zlib", "zstd") and not self.parallel_connections:
+            raise InvalidRequest("compression=%s compresses the streams of a parallel (multifd) migration, but "
+                                 "parallel_connections is 0" % self.compression,
+                                 hint="set parallel_connections (2 or more), or use compression: xbzrle")
         for name in ("completion_action", "progress_action"):
             action = getattr(self, name)
             if action not in ACTIONS:
@@ -586,10 +595,27 @@ class Migration:
         if not live.call_returned:
             # The engine's source connection is still held by the migration call: look through a fresh one.
             self.source = self.source.twin("source")
+        source_lost = live.call_returned and not self.source.alive()
         dest_lost = not self.dest.alive()
+        if not self._reach_source():
+            raise OperationFailed(
+                "Migration of %s to %s failed: %s; the connection to the source %s was lost and it did not come back "
+                "within %d s, so where the guest runs is not known. Nothing was deleted on either host"
+                % (req.name, req.dest_uri, error_text(error), self.source.uri, RECONNECT_SECONDS),
+                hint="bring the source's libvirtd back (systemctl status libvirtd), then run the same task again: it "
+                     "finds the guest and removes this run's leftovers (its journal) if the guest stayed on the source",
+                details={"guest_location": "unknown", "strategy": strategy, "kept_on_destination": list(self.stager.created),
+                         "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]})
         dest_reachable = self._reach_destination()
         src = self.source.lookup_domain_by_uuid(uuid)
-        diagnosis = live.diagnose(src, error, dest_lost=dest_lost)
+        diagnosis = live.diagnose(src, error, dest_lost=dest_lost, source_lost=source_lost)
+        full = self._full_directories() if dest_reachable else []
+        if full:
+            # QEMU's own words for a failed disk write vary by version; the free space does not.  A stalled
+            # stream is then the consequence, not a second cause.
+            diagnosis["causes"] = [c for c in diagnosis["causes"] if not c.startswith("no data moved")]
+            diagnosis["causes"].append("the destination ran out of space in %s" % ", ".join(full))
+            diagnosis["kind"] = "space"
         cause = diagnosis["error"] or "no error reported"
         if diagnosis["causes"]:
             cause = "%s (%s)" % (cause, "; ".join(diagnosis["causes"]))
@@ -638,7 +664,7 @@ class Migration:
             raise OperationFailed(
                 "Migration of %s to %s failed: %s. The guest keeps running on the source; "
                 "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
-                hint=failure_hint(diagnosis, cause),
+                hint=failure_hint(diagnosis, cause, req.name),
                 details=dict(details, guest_location="source", removed_from_destination=cleaned,
                              state=self._final_state(src, self.dest.lookup_domain_by_uuid(uuid))))
         if dst is not None and dst.isActive() and state_name(dst) == "running":
@@ -654,13 +680,37 @@ class Migration:
             details=dict(details, guest_location="unknown", kept_on_destination=list(self.stager.created),
                          state=self._final_state(src, dst)))
 
+    def _full_directories(self):
+        """The destination directories of this run's volumes that are full now ('dir (12 KiB free)')."""
+        full = []
+        for directory in sorted({os.path.dirname(path) for path in self.stager.created}):
+            try:
+                free = self.stager.available(directory)
+            except KvmMigrationError:  # the directory's pool cannot tell; no evidence either way
+                continue
+            if free < FULL_BELOW_BYTES:
+                full.append("%s (%d KiB free)" % (directory, free // 1024))
+        return full
+
+    def _reach_source(self):
+        """The source's connection, reopened when it was lost (its libvirtd restarted under the migration).
+        Returns whether the source answers."""
+        if self.source.alive():
+            return True
+        try:
+            self.source.reconnect(within=RECONNECT_SECONDS)
+        except KvmMigrationError:
+            return False
+        self.source_stager.forget_connection()
+        return True
+
     def _reach_destination(self):
         """The destination's connection, reopened when it was lost (a restarted libvirtd comes back within
         seconds).  Returns whether the destination answers."""
         if self.dest.alive():
             return True
         try:
-            self.dest.reconnect(within=DEST_RECONNECT_SECONDS)
+            self.dest.reconnect(within=RECONNECT_SECONDS)
         except KvmMigrationError:
             return False
         self.stager.forget_connection()
@@ -674,7 +724,7 @@ class Migration:
             problems.append("the domain is absent")
         else:
             if bool(dst.isActive()) != active:
-                problems.append("the domain is %s" % state_name(dst))
+                problems.append("the domain is %s" % state_detail(dst))
             if req.persistent and not dst.isPersistent():
                 problems.append("the domain is not persistent")
             with libvirt_errors("read the definition of %s on the destination" % req.name):

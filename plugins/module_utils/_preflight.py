@@ -48,8 +48,8 @@ INCOMING_WAIT = 10.0
 # The record an offline move leaves in the destination's definition (domain metadata), to recognise its own copy.
 OFFLINE_RECORD_NS = "https://github.com/kvm-migration/kvm.migration/offline/1"
 OFFLINE_RECORD_PREFIX = "kvmmig"
-CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "cache",
-               "storage", "network")
+CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "interfaces",
+               "cache", "storage", "network")
 
 
 @dataclasses.dataclass
@@ -187,8 +187,8 @@ class Preflight:
         if r.attach:
             r.skip_rest("a migration to the destination is already running; this run waits for it")
             return r, self.located
-        for check in (self._name, self._cpu, self._memory, self._machine, self._devices, self._cache,
-                      self._storage, self._network):
+        for check in (self._name, self._cpu, self._memory, self._machine, self._devices, self._interfaces,
+                      self._cache, self._storage, self._network):
             try:
                 check()
             except KvmMigrationError as exc:
@@ -481,6 +481,38 @@ class Preflight:
                             "detach them before migrating (virsh detach-device), or migrate offline", devices=blockers)
         else:
             self.report.add("devices", PASS, "no device that prevents migration")
+
+    def _interfaces(self):
+        """Every network, bridge and device the guest's NICs plug into must exist and be up on the destination,
+        or the migration fails late (after the disk copy began) with QEMU's tap error."""
+        problems, unknown = [], []
+        for nic in self.located.spec.interfaces:
+            kind = "network" if nic["type"] == "network" else "host interface"
+            what = "%s %s (NIC %s)" % (kind, nic["source"], nic["mac"] or "?")
+            if nic["type"] == "network":
+                state = self.dest.network_state(nic["source"])
+            else:
+                state = self.dest.host_interface_state(nic["source"])
+            if state is None:
+                unknown.append(what)
+            elif state != "active":
+                problems.append("%s is %s" % (what, "missing" if state == "absent" else "not active"))
+        hint = ("create or start them on the destination (virsh net-start NAME for a libvirt network; the bridge "
+                "in the host's network configuration), or change the guest's interface source")
+        if problems and self.offline:
+            self.report.add("interfaces", WARN, "offline: the domain will not start on the destination until these "
+                            "exist there: %s" % "; ".join(problems), hint, interfaces=problems)
+        elif problems:
+            self.report.add("interfaces", FAIL, "the destination lacks what the guest's network interfaces use: %s"
+                            % "; ".join(problems), hint, interfaces=problems)
+        elif unknown:
+            self.report.add("interfaces", WARN, "the destination's libvirt cannot list host interfaces, so these were "
+                            "not checked: %s" % "; ".join(unknown), "make sure they exist there", interfaces=unknown)
+        elif self.located.spec.interfaces:
+            self.report.add("interfaces", PASS, "every network and bridge the guest uses is up on the destination: %s"
+                            % ", ".join(sorted({n["source"] for n in self.located.spec.interfaces})))
+        else:
+            self.report.add("interfaces", PASS, "no interface that needs a network or bridge on the destination")
 
     def _cache(self):
         if self.offline:

@@ -11,6 +11,7 @@ exists, and remember what was created so that a failed migration can take it bac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -156,10 +157,14 @@ class VolumeStager:
         self.journal_uuid = None
         self._journals = []
         self._transient_pools = []
+        self._orphaned_pools = set()
         self._pools_by_dir = {}
 
     def forget_connection(self):
-        """After the client reconnected: pool handles of the old connection are useless."""
+        """After the client reconnected: pool handles of the old connection are useless, but a restarted
+        libvirtd brings the transient pools back, so close() still removes them, found by name (a handle
+        keeps its name without asking the daemon)."""
+        self._orphaned_pools.update(p.name() for p in self._transient_pools)
         self._pools_by_dir = {}
         self._transient_pools = []
 
@@ -407,12 +412,19 @@ class VolumeStager:
 
     def close(self):
         """Drop the transient pools (never the files in them)."""
-        for pool in self._transient_pools:
+        pools = list(self._transient_pools)
+        if self._orphaned_pools:
+            try:
+                pools += [p for p in self.client.list_pools() if p.name() in self._orphaned_pools and not p.isPersistent()]
+            except Exception:  # the host is still away: the next run adopts them (their name says whose they are)
+                pass
+        for pool in pools:
             try:
                 pool.destroy()
             except Exception:  # transient pools vanish on their own if libvirtd restarted
                 pass
         self._transient_pools = []
+        self._orphaned_pools = set()
         self._pools_by_dir = {}
 
 
@@ -591,9 +603,28 @@ class PoolManager:
         except Exception:
             if not build:
                 raise
+        missing = not self._target_exists(spec.target)
         # For dir and netfs pools, building makes the target directory (mkdir -p); it never touches what is in it.
         self._act("build pool %s" % spec.name, pool.build, 0)
-        self._act("start pool %s" % spec.name, pool.create, 0)
+        try:
+            self._act("start pool %s" % spec.name, pool.create, 0)
+        except Exception:
+            if missing:
+                # The mount point this run made goes again (delete removes an empty directory, never data).
+                with contextlib.suppress(Exception):
+                    pool.delete(0)
+            raise
+
+    def _target_exists(self, target):
+        """Whether the directory exists on the host (libvirt lists a directory as a volume of its parent's pool;
+        a transient pool for the parent, if needed, is gone again afterwards)."""
+        stager = VolumeStager(self.client)
+        try:
+            return stager.existing(os.path.normpath(target)) is not None
+        except KvmMigrationError:  # the parent directory is missing too
+            return False
+        finally:
+            stager.close()
 
     def _pool_with_target(self, target):
         for other in self.client.list_pools():

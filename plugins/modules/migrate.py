@@ -31,8 +31,9 @@ description:
     module removes what it made on the destination (the half-made domain and the volumes it created), then fails with
     the reason.
   - Before anything changes, the module runs the same checks as M(kvm.migration.preflight) - connection, host UUIDs,
-    the domain's state, its name on the destination, CPU, memory, machine type, devices, disk cache modes,
-    destination storage, and the migration data path - and refuses with the full report when any of them fails.
+    the domain's state, its name on the destination, CPU, memory, machine type, devices, network interfaces (each
+    network and bridge up on the destination), disk cache modes, destination storage, and the migration data path -
+    and refuses with the full report when any of them fails.
 author:
   - kvm.migration maintainers (@kvm-migration)
 extends_documentation_fragment:
@@ -115,7 +116,7 @@ options:
         predict whether pre-copy converges (see M(kvm.migration.dirtyrate)) and choose - pre-copy (with auto-converge
         as a safety net), auto-converge, or post-copy when O(postcopy) allows it; refuse, before any change, a
         migration that cannot finish. While it runs, raise the allowed downtime step by step (O(max_downtime) up to
-        350 ms) as progress stalls, then switch to post-copy when allowed.
+        300 ms) as progress stalls, then switch to post-copy when allowed.
       - V(manual) - exactly the flags the options ask for, and the downtime schedule in O(downtime_schedule).
       - The result's RV(strategy) holds what was measured, predicted and chosen, and what happened.
     type: str
@@ -130,8 +131,8 @@ options:
     description:
       - Downtimes (ms) to step through, lowest first, each time progress stalls for O(downtime_step_interval) seconds
         (as oVirt does, 100 -> 150 -> 200 -> 300 -> 400 -> 500). Default - O(max_downtime) only with V(manual); with
-        V(auto), steps of up to 100 ms from O(max_downtime) up to 350 ms (QEMU overshoots its limit by up to about 100 ms, so
-        the real pause stays within 500 ms).
+        V(auto), steps of up to 100 ms from O(max_downtime) up to 300 ms (QEMU overshoots its limit by up to about 175 ms on
+        a loaded host, so the real pause stays within 500 ms).
     type: list
     elements: int
   downtime_step_interval:
@@ -257,10 +258,10 @@ strategy:
       (pre-copy, post-copy or pausing the guest).
   returned: when operation is migrate
   type: dict
-  sample: {requested: auto, chosen: auto-converge, downtime_schedule: [300, 350],
+  sample: {requested: auto, chosen: auto-converge, downtime_schedule: [200, 300],
            measured: {dirty_rate_mib_s: 36.0, bandwidth: {mib_per_s: 23.8, source: bandwidth cap}},
            prediction: {converges: false, strategy: auto_converge, rho: 1.51},
-           events: [{t: 12.0, event: set_downtime 350, reason: no progress for 5 s}], finished_by: pre-copy}
+           events: [{t: 12.0, event: set_downtime 300, reason: no progress for 5 s}], finished_by: pre-copy}
 preflight:
   description:
     - The preflight report, see M(kvm.migration.preflight). When it has blockers, the module fails and the report is

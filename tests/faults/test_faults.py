@@ -125,10 +125,12 @@ def assert_rerun_converges(lab, ansible, vm):
     return moved
 
 
-def test_link_cut_mid_copy(lab, ansible, vm):
-    """The destination's link goes down at about half of the job for 20 s."""
+@pytest.mark.parametrize("point", [0.1, 0.5, 0.9], ids=["at-10pct", "at-50pct", "at-90pct"])
+def test_link_cut(lab, ansible, vm, point):
+    """The destination's link goes down for 20 s at about 10 % (early RAM), 50 % and 90 % (late RAM) of the
+    job."""
     proc = start_migration(ansible, vm, bandwidth=4)
-    wait_progress(lab, vm, proc, 0.5)
+    wait_progress(lab, vm, proc, point)
     subprocess.run(["ip", "link", "set", f"vb-{DST}", "down"], check=True)
     time.sleep(20)
     restore_link(lab)
@@ -250,3 +252,91 @@ def test_link_cut_during_postcopy(lab, ansible, vm):
         assert leftovers(lab, vm) == [f"domain {vm.name} on {DST}", f"{vm.disk_path} on {DST}"]
     finally:
         lab.set_kernel_sysctl("vm.unprivileged_userfaultfd", previous)
+
+
+def test_destination_qemu_killed(lab, ansible, vm):
+    """The incoming QEMU on the destination is SIGKILLed at about 40 % of the job."""
+    proc = start_migration(ansible, vm, bandwidth=4)
+    wait_progress(lab, vm, proc, 0.4)
+    lab.exec(DST, f"kill -KILL $(cat /run/libvirt/qemu/{vm.name}.pid)")
+    result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+    assert_failed_cleanly(lab, vm, result)
+    assert result["hint"], "a failure always says what to do next"
+    assert_rerun_converges(lab, ansible, vm)
+
+
+def test_source_job_aborted_by_an_operator(lab, ansible, vm):
+    """`virsh domjobabort` on the source at about 40 %: the cause is the operator's abort, and the hint does not
+    blame the guest's dirty rate (this run did not abort)."""
+    proc = start_migration(ansible, vm, bandwidth=4)
+    wait_progress(lab, vm, proc, 0.4)
+    lab.exec(SRC, ["virsh", "domjobabort", vm.name])
+    result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+    assert_failed_cleanly(lab, vm, result)
+    assert result["cause"]["aborted_by"] is None, result["cause"]
+    # libvirt (PERSIST_DEST over SSH) reports the abort as its closed connection to the destination; unless the
+    # monitor caught the job in its 'cancelled' state, the message says what the evidence shows instead.
+    if result["cause"]["kind"] == "aborted":
+        assert "cancelled, not by this run" in result["msg"] and "cancelled outside this run" in result["hint"]
+    else:
+        assert result["cause"]["kind"] == "interrupted", result["cause"]
+        assert "the job was stopped on one of the hosts" in result["msg"], result["msg"]
+    assert "faster than the link" not in result["hint"] and "run the same task again" in result["hint"]
+    assert_rerun_converges(lab, ansible, vm)
+
+
+def test_source_libvirtd_restarted(lab, ansible, vm):
+    """The source's libvirtd restarts at about 40 %: libvirt cancels the outgoing job (or lets it finish); the
+    engine reconnects to the source, finds the guest, and cleans the destination."""
+    proc = start_migration(ansible, vm, bandwidth=4)
+    wait_progress(lab, vm, proc, 0.4)
+    lab.exec(SRC, "systemctl restart libvirtd.service")
+    result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+    if result.get("failed"):
+        assert_failed_cleanly(lab, vm, result)
+        assert "connection to the source" in result["msg"], result["msg"]
+        assert_rerun_converges(lab, ansible, vm)
+    else:
+        assert_in_one_place(vm, DST)
+        assert leftovers(lab, vm) == [f"domain {vm.name} on {DST}", f"{vm.disk_path} on {DST}"]
+
+
+def test_destination_disk_full_during_copy(lab, ansible):
+    """The destination's image directory (a 40 MiB filesystem, room for the 25 MiB disk when the checks ran)
+    fills up once the disk copy has begun: the cause is the full directory, the partial image goes, and once
+    the space is back the re-run moves the guest."""
+    directory = "/srv/faultfill"
+    g = LabGuest(lab, name="fillvm", memory_mib=160, disk_dir=directory, prefill_mib=24)
+    g.remove_everywhere()
+    lab.exec(DST, f"mkdir -p {directory} && mount -t tmpfs -o size=40m tmpfs {directory}")
+    try:
+        g.start_and_wait(SRC, ticks=2)
+        proc = ansible.module(SRC, "kvm.migration.migrate", migrate_args(g, bandwidth=4), background=True)
+        deadline = time.monotonic() + 120
+        # The copy has begun once the destination's image holds data (read from the file, not a sleep).
+        while int(lab.exec(DST, f"du -k {g.disk_path} 2>/dev/null | cut -f1", check=False).stdout.strip() or 0) < 2048:
+            assert proc.poll() is None, "the migration ended before the copy began: %s" % (proc.communicate(),)
+            assert time.monotonic() < deadline, "the disk copy never began"
+            time.sleep(0.2)
+        lab.exec(DST, f"dd if=/dev/zero of={directory}/filler bs=1M 2>/dev/null", check=False)
+        result = ansible.wait(proc).task("probe")
+        print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+        assert result.get("failed"), result
+        assert result["guest_location"] == "source" and "keeps running on the source" in result["msg"]
+        assert result["cause"]["kind"] == "space", result["cause"]
+        assert f"ran out of space in {directory}" in result["msg"], result["msg"]
+        assert "free space" in result["hint"], result["hint"]
+        assert_in_one_place(g, SRC)
+        assert lab.exec(DST, f"ls -A {directory}").stdout.split() == ["filler"]
+        assert g.state(DST) == "absent"
+        lab.exec(DST, f"rm -f {directory}/filler")
+        run = ansible.module(SRC, "kvm.migration.migrate", migrate_args(g, bandwidth=8)).task("probe")
+        assert not run.get("failed"), run.get("msg")
+        assert_in_one_place(g, DST)
+    finally:
+        g.remove_everywhere()
+        lab.exec(DST, f"umount {directory} || umount -l {directory}; rmdir {directory}", check=False)
+        lab.exec(SRC, f"rm -rf {directory}", check=False)

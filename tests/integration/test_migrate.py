@@ -9,6 +9,7 @@ import time
 
 import pytest
 from helpers import host_snapshot
+from kvmlab.guestops import LabGuest
 
 # Every test here runs against two ready lab hypervisors.
 pytestmark = pytest.mark.usefixtures("lab")
@@ -160,3 +161,25 @@ def test_a_migration_already_running_is_attached_to(lab, ansible, guest, migrate
     guest.wait_ticks(DST, 2, after=last_on_src)
     proof = guest.proof([SRC, DST])
     assert proof["problems"] == [], proof
+
+
+@pytest.mark.parametrize("options", [{"parallel_connections": 2, "compression": "zstd"}, {"compression": "xbzrle"}],
+                         ids=["multifd-zstd", "xbzrle"])
+def test_parallel_connections_and_compression_move_the_guest_intact(lab, ansible, options):
+    """The RAM stream over two multifd channels compressed with zstd, and xbzrle's page deltas, for real: libvirt
+    gets the flags and parameters, QEMU moves a guest that keeps dirtying memory, and the guest runs on."""
+    guest = LabGuest(lab, name="compvm", memory_mib=160, dirty_mb=24, dirty_rate=2)
+    guest.remove_everywhere()
+    try:
+        guest.start_and_wait(SRC, ticks=2)
+        args = {"name": guest.name, "dest_uri": f"qemu+ssh://{DST}/system", "source_cleanup": True,
+                "strategy": "manual", **options}
+        moved = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert not moved.get("failed"), moved.get("msg")
+        assert ("compressed" in moved["flags"]) and (("parallel" in moved["flags"]) == ("parallel_connections" in options))
+        assert_runs_only_on(guest, DST, SRC)
+        guest.wait_ticks(DST, 2, after=max(n for n, _b in guest.ticks(SRC)))
+        proof = guest.proof([SRC, DST])
+        assert proof["problems"] == [] and len(proof["boot_ids"]) == 1, proof
+    finally:
+        guest.remove_everywhere()

@@ -211,3 +211,20 @@ def test_netfs_pool_definition(lab, ansible):
         assert changed["actions"] == ["redefine pool nfs-store (source_path)"]
     finally:
         lab.exec(SRC, "virsh pool-undefine nfs-store", check=False)
+
+
+def test_netfs_pool_that_cannot_mount_takes_back_its_mount_point(lab, ansible):
+    """Defect 9: a netfs pool whose NFS server does not answer failed to start and left the directory its build
+    made.  Now the pool definition and the mount point both go; the error names the pool."""
+    target = "/srv/nfs-unreachable"
+    lab.exec(SRC, f"rmdir {target}", check=False)
+    args = {"name": "nfs-unreachable", "type": "netfs", "source_host": "127.0.0.1", "source_path": "/export/none",
+            "target": target, "state": "started"}
+    try:
+        failed = ansible.module(SRC, "kvm.migration.storage_pool", args).task("probe")
+        assert failed.get("failed") and "start pool nfs-unreachable" in failed["msg"], failed
+        assert lab.exec(SRC, ["test", "-e", target], check=False).returncode != 0, "the mount point stayed"
+        assert "nfs-unreachable" not in lab.exec(SRC, "virsh pool-list --all --name").stdout
+    finally:
+        lab.exec(SRC, f"virsh pool-destroy nfs-unreachable; virsh pool-undefine nfs-unreachable; rmdir {target}",
+                 check=False)

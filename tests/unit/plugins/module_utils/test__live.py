@@ -107,6 +107,7 @@ def test_a_hanging_control_call_does_not_stop_the_completion_timeout():
     took = time.monotonic() - started
     assert error is not None and "aborted" in str(error)
     assert run.aborted_by.startswith("the migration was aborted: not finished within the completion timeout")
+    assert run.abort_reason == "completion_timeout"
     assert took < 4, took
     assert any(e[1] == "failed set_downtime" for e in run.events)
     assert run.call_returned
@@ -120,6 +121,8 @@ def test_the_watchdog_stops_waiting_for_a_call_that_never_returns():
     assert "did not return" in str(error)
     assert dom.abort_calls >= 2  # the controller's abort, then the watchdog's through a fresh connection
     assert [e[1] for e in run.events].count("gave up waiting") == 1
+    # The controller's abort came first; its reason stands.
+    assert run.abort_reason == "completion_timeout"
 
 
 def test_stall_evidence_names_a_lost_link():
@@ -129,3 +132,33 @@ def test_stall_evidence_names_a_lost_link():
     found = run.diagnose(None, RuntimeError("internal error: client socket is closed"))
     assert found["kind"] == "connection"
     assert any("no data moved for 19 s" in c for c in found["causes"])
+
+
+def test_the_hint_follows_who_aborted_the_job():
+    """A structured reason, not words in the message: our timeout gets the convergence advice; an abort that
+    came from outside (domjobabort) gets 'run it again'; a message merely mentioning a timeout gets neither."""
+    ours = {"kind": "aborted", "aborted_by": "progress_timeout"}
+    assert "faster than the link" in _live.failure_hint(ours, "operation aborted")
+    theirs = {"kind": "aborted", "aborted_by": None}
+    assert "cancelled outside this run" in _live.failure_hint(theirs, "operation aborted: canceled by client")
+    other = {"kind": "other", "aborted_by": None}
+    assert _live.failure_hint(other, "connection timeout; aborted by peer") is None
+
+
+def test_a_job_cancelled_elsewhere_is_named_and_a_masked_end_is_explained():
+    """libvirt may report a domjobabort as 'End of file while reading data' (its closed connection to the
+    destination).  A sample that caught the job 'cancelled' names the abort; without it, the live connections
+    and the moving data rule out a lost link."""
+    run = live_run(HangingDomain())
+    run.progress[:] = [{"t": t, "data_processed": t * 100} for t in range(0, 10)]
+    eof = RuntimeError("End of file while reading data: : Input/output error")
+    masked = run.diagnose(None, eof)
+    assert masked["kind"] == "interrupted", masked
+    assert "stopped on one of the hosts" in masked["causes"][-1]
+    assert "run the same task again" in _live.failure_hint(masked, masked["error"])
+    run.job_end_seen = "cancelled"
+    named = run.diagnose(None, eof)
+    assert named["kind"] == "aborted" and "not by this run" in named["causes"][-1]
+    # A lost destination stays a connection failure, whatever the samples saw.
+    run.job_end_seen = None
+    assert run.diagnose(None, eof, dest_lost=True)["kind"] == "connection"

@@ -60,3 +60,55 @@ def test_probe_port_tells_closed_from_open():
         server.close()
     reachable, why = probe_port("127.0.0.1", port)
     assert reachable and why.startswith("closed")
+
+
+def _interfaces_report(nics, offline=False):
+    """The interfaces check against libvirt's test driver (it has the network 'default' and the interface 'eth1',
+    both active); the other checks need two real hosts."""
+    from types import SimpleNamespace
+
+    from ansible_collections.kvm.migration.plugins.module_utils._libvirt import LibvirtClient
+    from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight
+
+    dest = LibvirtClient("test:///default", role="destination")
+    fake = SimpleNamespace(located=SimpleNamespace(spec=SimpleNamespace(interfaces=nics)), dest=dest,
+                           offline=offline, report=Report())
+    try:
+        Preflight._interfaces(fake)
+    finally:
+        dest.close()
+    return fake.report.as_dict()["checks"][0]
+
+
+def test_interfaces_check_finds_a_missing_bridge_and_network():
+    found = _interfaces_report([
+        {"type": "network", "source": "default", "mac": "52:54:00:00:00:01"},
+        {"type": "bridge", "source": "br-missing", "mac": "52:54:00:00:00:02"},
+        {"type": "network", "source": "isolated", "mac": "52:54:00:00:00:03"},
+    ])
+    assert found["status"] == FAIL
+    assert "host interface br-missing (NIC 52:54:00:00:00:02) is missing" in found["message"]
+    assert "network isolated (NIC 52:54:00:00:00:03) is missing" in found["message"]
+    assert "default" not in found["message"]
+    assert "virsh net-start" in found["hint"]
+
+
+def test_interfaces_check_passes_when_everything_is_up_and_only_warns_offline():
+    assert _interfaces_report([{"type": "bridge", "source": "eth1", "mac": ""},
+                               {"type": "network", "source": "default", "mac": ""}])["status"] == PASS
+    assert _interfaces_report([{"type": "bridge", "source": "br0", "mac": ""}], offline=True)["status"] == WARN
+
+
+def test_domain_spec_reads_what_each_nic_plugs_into():
+    from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
+
+    spec = DomainSpec.from_xml(
+        "<domain type='qemu'><name>v</name><uuid>00000000-0000-0000-0000-000000000009</uuid><memory>1024</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices>"
+        "<interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/></interface>"
+        "<interface type='network'><source network='default'/></interface>"
+        "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>"
+        "<interface type='user'/></devices></domain>")
+    assert spec.interfaces == [{"type": "bridge", "source": "br0", "mac": "52:54:00:aa:bb:cc"},
+                               {"type": "network", "source": "default", "mac": ""},
+                               {"type": "direct", "source": "eth0", "mac": ""}]
