@@ -89,6 +89,12 @@ class DomainSpec:
     emulator: str = ""
     # [{"type": "network"|"bridge"|"direct", "source": name, "mac": address}]: what each NIC plugs into.
     interfaces: list = dataclasses.field(default_factory=list)
+    # UEFI: the firmware code (<loader>), the guest's variable store (<nvram>) and the template it starts from.
+    loader: str = ""
+    nvram: str = ""
+    nvram_template: str = ""
+    # An emulated TPM (swtpm) keeps its state on the host, outside the domain's disks.
+    tpm_emulator: bool = False
 
     @classmethod
     def from_xml(cls, xml):
@@ -111,6 +117,10 @@ class DomainSpec:
             emulator=(root.findtext("devices/emulator") or "").strip(),
             interfaces=[_parse_interface(i) for i in root.findall("devices/interface")
                         if i.get("type") in INTERFACE_SOURCES],
+            loader=(root.findtext("os/loader") or "").strip(),
+            nvram=(root.findtext("os/nvram") or "").strip(),
+            nvram_template=(root.find("os/nvram").get("template") or "") if root.find("os/nvram") is not None else "",
+            tpm_emulator=any(b.get("type") == "emulator" for b in root.findall("devices/tpm/backend")),
         )
 
     def disk(self, target):

@@ -320,19 +320,30 @@ class LibvirtClient:
             return "active" if net.isActive() else "inactive"
 
     def host_interface_state(self, name):
-        """'active', 'inactive' or 'absent': a host network interface (a bridge, a NIC); None when this libvirt
-        has no interface driver to ask."""
+        """'active', 'inactive' or 'absent': a host network interface (a bridge, a NIC).  Asks the interface
+        driver, or else the node-device driver (Debian ships no interface driver); None when neither answers."""
         try:
             iface = self.conn.interfaceLookupByName(name)
+            with libvirt_errors("read the state of interface %s on %s" % (name, self.uri)):
+                return "active" if iface.isActive() else "inactive"
         except Exception as exc:
             if is_error(exc, "VIR_ERR_NO_INTERFACE"):
                 return "absent"
+            if not is_error(exc, "VIR_ERR_NO_SUPPORT", "VIR_ERR_NO_CONNECT"):
+                with libvirt_errors("look up interface %s on %s" % (name, self.uri)):
+                    raise
+        try:
+            devices = self.conn.listAllDevices(getattr(libvirt, "VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET", 1 << 4))
+        except Exception as exc:
             if is_error(exc, "VIR_ERR_NO_SUPPORT", "VIR_ERR_NO_CONNECT"):
                 return None
-            with libvirt_errors("look up interface %s on %s" % (name, self.uri)):
+            with libvirt_errors("list the network devices of %s" % self.uri):
                 raise
-        with libvirt_errors("read the state of interface %s on %s" % (name, self.uri)):
-            return "active" if iface.isActive() else "inactive"
+        for dev in devices:
+            # An empty bridge has no carrier (link state down) and is still usable: being there is enough.
+            if ET.fromstring(dev.XMLDesc(0)).findtext("capability/interface") == name:
+                return "active"
+        return "absent"
 
     def list_pools(self):
         with libvirt_errors("list storage pools on %s" % self.uri):

@@ -386,6 +386,7 @@ class Migration:
                                           "%s)" % (vol.path, received, sent))
                 copied.append({"target": target, "path": vol.path, "size": facts["physical"],
                                "mtime": facts["mtime"], "sha256": sent, "read_back": req.verify_copies})
+            result["nvram_copied"] = self._copy_nvram(located.spec, uuid)
             copy_seconds = time.monotonic() - copy_started
             with libvirt_errors("move the definition of %s to %s" % (req.name, req.dest_uri)):
                 src.migrateToURI3(req.dest_uri, plan.params, plan.flags)
@@ -417,6 +418,19 @@ class Migration:
             "state": self._final_state(self.source.lookup_domain_by_uuid(uuid), dst),
         })
         return result
+
+    def _copy_nvram(self, spec, uuid):
+        """An offline move carries the guest's UEFI variable store (boot entries, Secure Boot keys) too; a copy an
+        interrupted run of this move left (its journal says so) is replaced.  Returns the path copied, or None."""
+        if not spec.nvram or self.source_stager.existing(spec.nvram) is None:
+            return None
+        if self.stager.existing(spec.nvram) is not None and self.stager.has_journal(os.path.dirname(spec.nvram), uuid):
+            self.stager.remove(spec.nvram)
+        sent = self.stager.copy_from(self.source_stager, spec.nvram, "raw")
+        if self.stager.digest(spec.nvram) != sent:
+            raise OperationFailed("The copy of the variable store %s on the destination does not match the source"
+                                  % spec.nvram)
+        return spec.nvram
 
     def _rollback_offline(self, uuid):
         """Undo an offline move that failed: the destination's definition (the preflight made sure there was none

@@ -119,8 +119,8 @@ def check_domain_name(option, name):
 def check_libvirt_uri(option, uri):
     """A libvirt URI for the QEMU driver: qemu[+transport]://[host]/system (or /session)."""
     if uri is None or not str(uri).strip():
-        raise InvalidRequest("%s is empty; give the destination's libvirt URI, for example qemu+ssh://hv2/system"
-                             % option)
+        raise InvalidRequest("%s is empty; give %s libvirt URI, for example qemu+ssh://hv2/system"
+                             % (option, "the destination's" if option == "dest_uri" else "a"))
     if any(c.isspace() for c in uri):
         raise InvalidRequest("%s=%r contains spaces or newlines; a libvirt URI has none" % (option, uri))
     parsed = urlparse(uri)

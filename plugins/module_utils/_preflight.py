@@ -49,7 +49,7 @@ INCOMING_WAIT = 10.0
 OFFLINE_RECORD_NS = "https://github.com/kvm-migration/kvm.migration/offline/1"
 OFFLINE_RECORD_PREFIX = "kvmmig"
 CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "interfaces",
-               "cache", "storage", "network")
+               "firmware", "cache", "storage", "network")
 
 
 @dataclasses.dataclass
@@ -188,7 +188,7 @@ class Preflight:
             r.skip_rest("a migration to the destination is already running; this run waits for it")
             return r, self.located
         for check in (self._name, self._cpu, self._memory, self._machine, self._devices, self._interfaces,
-                      self._cache, self._storage, self._network):
+                      self._firmware, self._cache, self._storage, self._network):
             try:
                 check()
             except KvmMigrationError as exc:
@@ -513,6 +513,55 @@ class Preflight:
                             % ", ".join(sorted({n["source"] for n in self.located.spec.interfaces})))
         else:
             self.report.add("interfaces", PASS, "no interface that needs a network or bridge on the destination")
+
+    def _dest_has(self, path):
+        try:
+            return self.stager.existing(path) is not None
+        except InvalidRequest:  # its directory does not exist there
+            return False
+
+    def _firmware(self):
+        """UEFI firmware, the guest's variable store (NVRAM) and an emulated TPM live outside the disks.  A live
+        move needs the firmware and a way to make the variable store on the destination (QEMU then writes the
+        guest's variables into it after the switch) and swtpm there; an offline move copies the store."""
+        spec = self.located.spec
+        if not (spec.loader or spec.nvram or spec.tpm_emulator):
+            self.report.add("firmware", PASS, "no UEFI variable store or emulated TPM to carry")
+            return
+        problems, warnings, notes = [], [], []
+        if spec.loader and not self._dest_has(spec.loader):
+            (warnings if self.offline else problems).append("the firmware %s is missing" % spec.loader)
+        if spec.nvram and self.offline:
+            if self._dest_has(spec.nvram) and not self.stager.has_journal(os.path.dirname(spec.nvram), spec.uuid):
+                problems.append("the destination already has a variable store at %s; refusing to overwrite it"
+                                % spec.nvram)
+            else:
+                notes.append("the variable store %s is copied with the disks" % spec.nvram)
+        elif spec.nvram and not self._dest_has(spec.nvram):
+            if spec.nvram_template and not self._dest_has(spec.nvram_template):
+                problems.append("the variable store %s is not there and its template %s is missing too"
+                                % (spec.nvram, spec.nvram_template))
+            else:
+                notes.append("libvirt makes the variable store %s from %s, QEMU writes the guest's variables into "
+                             "it after the switch" % (spec.nvram, spec.nvram_template or "the firmware's template"))
+        if spec.tpm_emulator and self.offline:
+            warnings.append("the emulated TPM's state (/var/lib/libvirt/swtpm/%s) is not copied by an offline move: "
+                            "the guest starts with a new TPM there" % spec.uuid)
+        elif spec.tpm_emulator:
+            caps = self.dest.domain_capabilities(spec.arch, spec.machine, spec.domain_type)
+            models = [v.text for v in caps.findall("devices/tpm/enum[@name='backendModel']/value")]
+            if "emulator" not in models:
+                problems.append("the destination's libvirt offers no emulated TPM (swtpm is not installed)")
+            else:
+                notes.append("QEMU carries the emulated TPM's state in the migration stream")
+        hint = ("install the firmware (ovmf / edk2-ovmf) and swtpm on the destination, or migrate offline; a variable "
+                "store left there by an earlier copy of this guest can be removed")
+        if problems:
+            self.report.add("firmware", FAIL, "; ".join(problems), hint, problems=problems)
+        elif warnings:
+            self.report.add("firmware", WARN, "; ".join(warnings + notes), hint)
+        else:
+            self.report.add("firmware", PASS, "; ".join(notes) or "firmware present on the destination")
 
     def _cache(self):
         if self.offline:

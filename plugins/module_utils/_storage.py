@@ -20,7 +20,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
-from ansible_collections.kvm.migration.plugins.module_utils._options import check_file_name
+from ansible_collections.kvm.migration.plugins.module_utils._options import check_directory, check_file_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
     KvmMigrationError,
@@ -49,11 +49,15 @@ NETFS_FORMATS = ("auto", "nfs", "glusterfs", "cifs")
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
 
+# libvirt keeps capacities in an unsigned long long; QEMU's images stop at 2^63 - 1 bytes.
+MAX_VOLUME_BYTES = 2 ** 63 - 1
+
+
 def parse_size(value):
     """Bytes from an int or a string like '64M', '10G', '512k' (binary units)."""
     if isinstance(value, int):
         return value
-    match = re.match(r"^\s*(\d+)\s*([bkmgt]?)(?:i?b)?\s*$", str(value).lower())
+    match = re.match(r"^\s*(-?\d+)\s*([bkmgt]?)(?:i?b)?\s*$", str(value).lower())
     if not match:
         raise InvalidRequest("Not a size: %r (use bytes, or a number with K, M, G or T)" % (value,))
     return int(match.group(1)) * SIZE_UNITS[match.group(2)]
@@ -442,12 +446,23 @@ class PoolSpec:
     # Properties libvirt cannot change while the pool is active.
     IMMUTABLE_WHEN_ACTIVE = ("type", "target", "source_host", "source_path", "source_format")
 
+    def check_name(self):
+        if not self.name or "/" in self.name or re.search(r"[\x00-\x1f\x7f]", self.name) \
+                or self.name != self.name.strip():
+            raise InvalidRequest("name=%r is not a storage pool name: it may not be empty, contain '/', newlines or "
+                                 "other control characters, nor start or end with spaces" % self.name)
+        return self
+
     def validate(self):
+        self.check_name()
         if self.type not in POOL_TYPES:
             raise InvalidRequest("Unsupported pool type %r (supported: %s)" % (self.type, ", ".join(POOL_TYPES)))
         if not self.target or not os.path.isabs(self.target):
             raise InvalidRequest("Pool %s needs an absolute target path, got %r" % (self.name, self.target))
+        # libvirt would resolve '..' and define the pool somewhere else (target=/srv/../etc became /etc).
+        check_directory("target", self.target)
         if self.type == "netfs":
+            check_directory("source_path", self.source_path)
             if not self.source_host or not self.source_path:
                 raise InvalidRequest("netfs pool %s needs source_host and source_path (the NFS export)" % self.name)
             if self.source_format and self.source_format not in NETFS_FORMATS:
@@ -520,6 +535,7 @@ class PoolManager:
 
     def ensure(self, spec, state, autostart=None, build=True, refresh=False, volumes=()):
         # Every input is checked before anything is read or changed on the host.
+        spec.check_name()
         volumes = [self._volume_in_pool(spec, vol) for vol in volumes]
         if volumes and state == "stopped":
             raise InvalidRequest("volumes need an active pool, but state is %s for pool %s; nothing was changed"
@@ -643,6 +659,9 @@ class PoolManager:
         else:
             name = vol.path
         check_file_name("volumes[].name", name)
+        if not 0 < vol.capacity <= MAX_VOLUME_BYTES:
+            raise InvalidRequest("volumes[].capacity=%d for %s is out of range: it must be between 1 byte and 8 EiB "
+                                 "(libvirt's limit)" % (vol.capacity, name))
         return dataclasses.replace(vol, path=os.path.join(spec.target, name))
 
     def _volumes(self, pool, spec, volumes):

@@ -151,6 +151,7 @@ restart_required:
 from ansible_collections.kvm.migration.plugins.module_utils import _cpu
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._options import check_libvirt_uri
 
 
 def run_module(module):
@@ -171,9 +172,9 @@ def run_module(module):
     hosts = []
     inputs = []
     archs = {}
+    for index, uri in enumerate(p["hosts"] or []):
+        check_libvirt_uri("hosts[%d]" % index, uri)
     for uri in p["hosts"] or []:
-        if not uri or not uri.strip():
-            raise InvalidRequest("hosts lists an empty URI; give libvirt URIs such as qemu+ssh://hv2/system")
         client = module.client(uri, role="host")
         archs.setdefault(_cpu.host_arch(client), []).append(uri)
         hosts.append({"uri": uri, "client": client})

@@ -32,7 +32,7 @@ description:
     the reason.
   - Before anything changes, the module runs the same checks as M(kvm.migration.preflight) - connection, host UUIDs,
     the domain's state, its name on the destination, CPU, memory, machine type, devices, network interfaces (each
-    network and bridge up on the destination), disk cache modes, destination storage, and the migration data path -
+    network and bridge up on the destination), UEFI firmware and TPM, disk cache modes, destination storage, and the migration data path -
     and refuses with the full report when any of them fails.
 author:
   - kvm.migration maintainers (@kvm-migration)

@@ -74,6 +74,7 @@ job:
 from ansible_collections.kvm.migration.plugins.module_utils._domain import describe
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._options import check_domain_name
 
 JOB_TYPES = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
 
@@ -92,6 +93,7 @@ def job_report(domain):
 
 
 def run_module(module):
+    check_domain_name("name", module.params["name"])
     client = module.client()
     domain = client.lookup_domain(module.params["name"])
     host = {"host_uuid": client.host_uuid(), "hostname": client.hostname()}

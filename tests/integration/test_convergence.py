@@ -130,3 +130,38 @@ def test_a_stated_link_speed_gives_the_prediction_in_check_mode_without_capping(
     assert strategy["prediction"]["strategy"] != "precopy", strategy
     assert busy.state(SRC) == "running" and busy.state(DST) == "absent"
     assert lab.exec(DST, ["test", "-e", busy.disk_path], check=False).returncode != 0
+
+
+@pytest.fixture
+def shaped_100mbit(lab):
+    """Both hosts' links shaped to 100 Mbit/s (11.4 MiB/s measured, lab-facts.md), as the review's lab was."""
+    for host in (SRC, DST):
+        lab.exec(host, "tc qdisc replace dev host0 root tbf rate 100mbit burst 256kb latency 100ms")
+    yield 100e6 / 8 / 2 ** 20
+    for host in (SRC, DST):
+        lab.exec(host, "tc qdisc del dev host0 root", check=False)
+
+
+def test_the_default_path_converges_a_guest_dirtying_faster_than_the_link(lab, ansible, shaped_100mbit):
+    """Defect 13: every option at its default (strategy auto, no link_speed, no bandwidth cap) and a guest
+    dirtying 1.5x the link.  The engine measures the link itself, escalates while the job runs instead of
+    waiting for the progress timeout, and the result says what was measured, predicted, chosen and done."""
+    rate = round(1.5 * shaped_100mbit)
+    vm = LabGuest(lab, name="defaultvm", memory_mib=256, dirty_mb=96, dirty_rate=rate)
+    vm.remove_everywhere()
+    try:
+        vm.start_and_wait(SRC, ticks=3)
+        result = migrate(ansible, vm)
+        strategy = result.get("strategy") or {}
+        print("default path:", result.get("msg"), {k: strategy.get(k) for k in ("measured", "chosen", "finished_by")})
+        assert not result.get("failed"), result.get("msg")
+        measured = strategy["measured"]["bandwidth"]
+        assert measured["source"] == "measured", measured
+        # The measurement goes through the shaped link: it cannot see more than the link carries.
+        assert measured["mib_per_s"] <= shaped_100mbit * 1.2, measured
+        assert strategy["prediction"]["converges"] is False, strategy["prediction"]
+        assert strategy["chosen"] == "auto-converge" and strategy["finished_by"] in ("auto-converge", "pre-copy")
+        assert result["summary"]["downtime_ms"] <= 500, result["summary"]
+        assert_alive_on_destination(vm)
+    finally:
+        vm.remove_everywhere()

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from helpers import host_snapshot
+from kvmlab.guestops import LabGuest
 
 pytestmark = pytest.mark.usefixtures("lab")
 
@@ -148,3 +149,40 @@ def test_offline_failure_part_way_leaves_both_hosts_as_they_were(lab, ansible, g
         lab.exec(DST, f"umount {DATA_DIR}", check=False)
         for h in (SRC, DST):
             lab.exec(h, f"rm -rf {DATA_DIR}", check=False)
+
+
+class UefiGuest(LabGuest):
+    """A shut-off guest whose definition has UEFI firmware and a variable store (never started here: the lab has
+    no OVMF, and an offline move does not need it to run)."""
+
+    NVRAM = "/var/lib/libvirt/qemu/nvram/uefivm_VARS.fd"
+
+    def xml(self) -> str:
+        firmware = ("<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
+                    f"<nvram>{self.NVRAM}</nvram>")
+        return super().xml().replace("</os>", firmware + "</os>", 1)
+
+
+def test_offline_move_carries_the_uefi_variable_store(lab, ansible):
+    """The variable store (boot entries, Secure Boot keys) lives outside the disks: an offline move copies it,
+    byte for byte, and says so; the missing firmware on the destination is a warning, not a blocker."""
+    vm = UefiGuest(lab, name="uefivm")
+    vm.remove_everywhere()
+    try:
+        lab.exec(SRC, f"mkdir -p $(dirname {vm.NVRAM}) && head -c 540672 /dev/urandom > {vm.NVRAM}")
+        vm.define(SRC, start=False)
+        digest = sha256(lab, SRC, vm.NVRAM)
+        args = {"name": vm.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False}
+        moved = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert not moved.get("failed"), moved.get("msg")
+        assert moved["nvram_copied"] == vm.NVRAM
+        firmware = next(c for c in moved["preflight"]["checks"] if c["name"] == "firmware")
+        assert firmware["status"] == "warn" and "OVMF_CODE_4M.fd is missing" in firmware["message"], firmware
+        assert sha256(lab, DST, vm.NVRAM) == digest
+        assert vm.NVRAM in lab.exec(DST, ["virsh", "dumpxml", vm.name]).stdout
+        assert vm.state(DST) == "shut off" and vm.state(SRC) == "absent"
+        assert not ansible.module(SRC, "kvm.migration.migrate", args).task("probe")["changed"]
+    finally:
+        for host in (SRC, DST):  # a plain undefine refuses a domain with a variable store
+            lab.exec(host, f"virsh -q undefine --keep-nvram {vm.name}; rm -f {vm.NVRAM}", check=False)
+        vm.remove_everywhere()

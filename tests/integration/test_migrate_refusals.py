@@ -108,3 +108,38 @@ def test_check_mode_of_a_bad_request_fails_too(lab, ansible, running_guest):
                          {"name": running_guest.name, "dest_uri": f"qemu+ssh://{SRC}/system"}, check=True)
     assert run.task("probe")["failed"] is True
     assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+
+
+DEST = f"qemu+ssh://{DST}/system"
+# A battery of hostile inputs written after the review's examples (issue 14), one per module and option kind:
+# each must fail naming the option and its value, and change nothing on either host.
+HOSTILE_INPUTS = [
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "completion_timeout": 10 ** 12}, "completion_timeout=1000000000000"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "downtime_schedule": [100, 99999999]}, "downtime_schedule[1]=99999999"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "poll_interval": 0}, "poll_interval=0"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "migrate_uri": "tcp://hv-b:99999"}, "port outside 1-65535"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "disks_uri": "http://hv-b/"}, "disks_uri='http://hv-b/'"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST + "\nx"}, "contains spaces or newlines"),
+    ("migrate", {"name": "refusevm", "dest_uri": DEST, "compression": "zstd"}, "parallel_connections is 0"),
+    ("dirtyrate", {"name": "refusevm", "dest_uri": DEST, "measure_mib": 10 ** 9}, "measure_mib=1000000000"),
+    ("storage_pool", {"name": "p1", "target": "/srv/../etc"}, "target='/srv/../etc'"),
+    ("storage_pool", {"name": "../p1", "target": "/srv/p1"}, "name='../p1'"),
+    ("storage_pool", {"name": "p1", "target": "/srv/p1", "volumes": [{"name": "v1", "capacity": -1}]},
+     "volumes[].capacity=-1"),
+    ("nfs_share", {"name": "s1", "path": "/srv/s1", "clients": [{"host": "10.0.0.0/24", "options": ["rw)\n/etc *(rw"]}]},
+     "is not an export option"),
+    ("nfs_share", {"name": "s1", "path": "/srv/s1", "clients": [{"host": "10.0.0.0/24 evil(rw)"}]}, "is not a hostname"),
+    ("cpu_baseline", {"hosts": ["qemu:///system", "not a uri"]}, "hosts[1]='not a uri'"),
+    ("migration_info", {"name": "a\nb"}, "name='a\\nb'"),
+]
+
+
+@pytest.mark.parametrize("module,args,named", HOSTILE_INPUTS, ids=[f"{m}-{i}" for i, (m, _a, _n) in enumerate(HOSTILE_INPUTS)])
+def test_hostile_input_is_refused_by_name_and_changes_nothing(lab, ansible, running_guest, module, args, named):
+    watched = "; ls -A /srv /etc/exports.d 2>/dev/null"
+    before = {h: host_snapshot(lab, h) + lab.exec(h, watched, check=False).stdout for h in (SRC, DST)}
+    result = ansible.module(SRC, f"kvm.migration.{module}", args).task("probe")
+    assert result.get("failed") is True, result
+    assert named in result["msg"], result["msg"]
+    assert "Traceback" not in result["msg"] and "NoneType" not in result["msg"]
+    assert {h: host_snapshot(lab, h) + lab.exec(h, watched, check=False).stdout for h in (SRC, DST)} == before

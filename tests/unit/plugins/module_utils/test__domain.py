@@ -86,3 +86,19 @@ def test_memory_units():
         xml = "<domain><name>x</name><memory unit='%s'>%d</memory></domain>" % (unit, value)
         assert DomainSpec.from_xml(xml).memory_kib == kib
     assert DomainSpec.from_xml("<domain><name>x</name><memory>4096</memory></domain>").memory_kib == 4096
+
+
+def test_firmware_variable_store_and_emulated_tpm_are_read():
+    spec = DomainSpec.from_xml(
+        "<domain type='kvm'><name>v</name><uuid>00000000-0000-0000-0000-00000000000a</uuid><memory>1024</memory>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type>"
+        "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader>"
+        "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/var/lib/libvirt/qemu/nvram/v_VARS.fd</nvram></os>"
+        "<devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices></domain>")
+    assert spec.loader == "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+    assert spec.nvram == "/var/lib/libvirt/qemu/nvram/v_VARS.fd"
+    assert spec.nvram_template == "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+    assert spec.tpm_emulator is True and spec.unmigratable_devices == []
+    bios = DomainSpec.from_xml("<domain type='qemu'><name>b</name><memory>1024</memory><os><type>hvm</type></os>"
+                               "<devices/></domain>")
+    assert (bios.loader, bios.nvram, bios.tpm_emulator) == ("", "", False)

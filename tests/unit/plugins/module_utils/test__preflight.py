@@ -112,3 +112,54 @@ def test_domain_spec_reads_what_each_nic_plugs_into():
     assert spec.interfaces == [{"type": "bridge", "source": "br0", "mac": "52:54:00:aa:bb:cc"},
                                {"type": "network", "source": "default", "mac": ""},
                                {"type": "direct", "source": "eth0", "mac": ""}]
+
+
+class _Stager:
+    """The destination's files as the firmware check sees them (a real one needs a second host)."""
+
+    def __init__(self, present):
+        self.present = set(present)
+
+    def existing(self, path):
+        return path if path in self.present else None
+
+    def has_journal(self, _directory, _uuid):
+        return False
+
+
+def _firmware_report(present, offline=False, tpm_models=("emulator",), **spec):
+    import xml.etree.ElementTree as ET
+    from types import SimpleNamespace
+
+    from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight
+
+    caps = ET.fromstring("<domainCapabilities><devices><tpm supported='yes'><enum name='backendModel'>%s</enum>"
+                         "</tpm></devices></domainCapabilities>" % "".join("<value>%s</value>" % m for m in tpm_models))
+    fields = dict(loader="", nvram="", nvram_template="", tpm_emulator=False, uuid="u1", arch="x86_64",
+                  machine="q35", domain_type="kvm")
+    fields.update(spec)
+    fake = SimpleNamespace(located=SimpleNamespace(spec=SimpleNamespace(**fields)), offline=offline, report=Report(),
+                           stager=_Stager(present), dest=SimpleNamespace(domain_capabilities=lambda *_a: caps))
+    fake._dest_has = lambda path: Preflight._dest_has(fake, path)
+    Preflight._firmware(fake)
+    return fake.report.as_dict()["checks"][0]
+
+
+def test_firmware_check_live_and_offline():
+    code, vars_, template = "/usr/share/OVMF/CODE.fd", "/var/lib/libvirt/qemu/nvram/v_VARS.fd", "/usr/share/OVMF/VARS.fd"
+    uefi = dict(loader=code, nvram=vars_, nvram_template=template)
+    assert _firmware_report([])["status"] == PASS
+    # Live: the firmware and the template are there; libvirt makes the store, QEMU fills it.
+    ok = _firmware_report([code, template], **uefi)
+    assert ok["status"] == PASS and "QEMU writes the guest's variables" in ok["message"]
+    missing = _firmware_report([], **uefi)
+    assert missing["status"] == FAIL and f"the firmware {code} is missing" in missing["message"]
+    assert "its template %s is missing too" % template in missing["message"]
+    # Offline: the store travels; a store already on the destination is not overwritten.
+    assert _firmware_report([], offline=True, **uefi)["status"] == WARN
+    taken = _firmware_report([code, vars_], offline=True, **uefi)
+    assert taken["status"] == FAIL and "refusing to overwrite" in taken["message"]
+    # An emulated TPM needs swtpm on the destination for a live move; offline it starts anew (a warning).
+    assert _firmware_report([], tpm_emulator=True, tpm_models=())["status"] == FAIL
+    assert _firmware_report([], tpm_emulator=True)["status"] == PASS
+    assert "new TPM" in _firmware_report([], offline=True, tpm_emulator=True)["message"]

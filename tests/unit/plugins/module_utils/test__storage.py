@@ -79,6 +79,36 @@ def test_pool_volume_names_never_leave_the_pool_and_nothing_changes(client, tmp_
     assert client.lookup_pool("newpool") is None
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("target", "/srv/../etc", "target='/srv/../etc' is not an absolute directory"),
+    ("target", "/srv/a\nb", "is not an absolute directory"),
+    ("name", "../x", "name='../x' is not a storage pool name"),
+    ("name", " padded", "is not a storage pool name"),
+])
+def test_pool_names_and_targets_that_would_land_elsewhere_are_refused(client, tmp_path, field, value, message):
+    """Found by the hostile-input battery: libvirt resolved target=/srv/../etc and defined a pool on /etc."""
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+
+    before = sorted(p.name() for p in client.list_pools())
+    spec = PoolSpec(**dict({"name": "newpool", "target": str(tmp_path / "newpool")}, **{field: value}))
+    with pytest.raises(InvalidRequest) as err:
+        PoolManager(client).ensure(spec, "started")
+    assert message in err.value.msg
+    assert sorted(p.name() for p in client.list_pools()) == before
+
+
+@pytest.mark.parametrize("capacity", [-1, 0, 2 ** 64])
+def test_volume_capacity_out_of_range_is_refused_before_the_pool_starts(client, tmp_path, capacity):
+    """Found by the hostile-input battery: capacity -1 started (and built) the pool, then libvirt said "malformed
+    capacity element"."""
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+
+    spec = PoolSpec(name="newpool", target=str(tmp_path / "newpool"))
+    with pytest.raises(InvalidRequest, match=r"volumes\[\]\.capacity=%d for v1 is out of range" % capacity):
+        PoolManager(client).ensure(spec, "started", volumes=[VolumeSpec("v1", "qcow2", capacity)])
+    assert client.lookup_pool("newpool") is None
+
+
 def test_stopped_pool_with_volumes_is_refused_before_stopping(client, tmp_path):
     from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
 
