@@ -188,8 +188,10 @@ INTERFACE_SOURCES = {"network": "network", "bridge": "bridge", "direct": "dev"}
 
 
 def _parse_interface(node):
-    kind = node.get("type")
     src = node.find("source")
+    # A running domain's XML shows a NIC on a libvirt network as type 'bridge' with source network= kept; the
+    # destination needs the network (migration uses the definition's type).
+    kind = "network" if src is not None and src.get("network") else node.get("type")
     mac = node.find("mac")
     return {"type": kind, "source": (src.get(INTERFACE_SOURCES[kind]) or "") if src is not None else "",
             "mac": mac.get("address") if mac is not None else ""}

@@ -289,11 +289,29 @@ flags:
   type: list
   elements: str
   sample: [live, peer2peer, abort_on_error, persist_dest, non_shared_disk]
+name:
+  description: The domain's name, as given in O(name).
+  returned: always
+  type: str
+  sample: web01
 storage:
-  description: The storage mode used.
+  description: The storage mode requested (O(storage)); RV(storage_plan) holds the mode actually used.
   returned: when operation is migrate
   type: str
-  sample: copy_all
+  sample: auto
+storage_plan:
+  description:
+    - What happens to the domain's storage - C(mode) is the mode used (C(copy_all), C(copy_incremental) or
+      C(shared)), C(copied) and C(shared) list the disk targets, C(templates) the backing files copied or found,
+      and C(stale_removed_first) what an interrupted run left that is removed before copying.
+  returned: when operation is migrate
+  type: dict
+  sample: {requested: auto, mode: copy_all, copied: [vda], shared: [], templates: []}
+nvram_copied:
+  description: The UEFI variable store an offline move copied (checked by sha256), or null when there is none.
+  returned: when operation is migrate and O(live=false)
+  type: str
+  sample: /var/lib/libvirt/qemu/nvram/web01_VARS.fd
 timeout:
   description: The timeout in seconds that applied to the migration job.
   returned: when operation is migrate and O(live=true)

@@ -79,6 +79,16 @@ def test_packages_per_family():
     _rc, rhel = choices(RHEL_9, hypervisor_prep_firewall_install=True)
     assert {"qemu-kvm", "libvirt-daemon-kvm", "python3-libvirt", "python3-lxml", "firewalld"} <= set(rhel["msg"]["packages"])
     assert "sasl2-bin" not in rhel["msg"]["packages"] and rhel["msg"]["qemu_group"] == "qemu"
+    # The SASL plugin of the mechanism chosen, on each family (RHEL once installed SCRAM for DIGEST-MD5).
+    for facts, plugin in ((RHEL_9, {"digest-md5": "cyrus-sasl-md5", "gssapi": "cyrus-sasl-gssapi"}),
+                          (RHEL_8, {"digest-md5": "cyrus-sasl-md5", "gssapi": "cyrus-sasl-gssapi"}),
+                          (DEBIAN_12, {"digest-md5": "libsasl2-modules", "gssapi": "libsasl2-modules-gssapi-mit"})):
+        for mechanism, package in plugin.items():
+            rc, got = choices(facts, hypervisor_prep_transport="tcp", hypervisor_prep_sasl_mechanism=mechanism,
+                              hypervisor_prep_sasl_password="12345678")
+            assert rc == 0, got
+            assert package in got["msg"]["packages"], (facts["distribution"], mechanism, got["msg"]["packages"])
+            assert not [p for p in got["msg"]["packages"] if "scram" in p]
     _rc, arm = choices({**DEBIAN_12, "architecture": "aarch64"})
     assert "qemu-system-arm" in arm["msg"]["packages"]
 

@@ -163,3 +163,13 @@ def test_firmware_check_live_and_offline():
     assert _firmware_report([], tpm_emulator=True, tpm_models=())["status"] == FAIL
     assert _firmware_report([], tpm_emulator=True)["status"] == PASS
     assert "new TPM" in _firmware_report([], offline=True, tpm_emulator=True)["message"]
+
+
+def test_a_running_domains_nic_on_a_network_is_read_as_the_network():
+    from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
+
+    spec = DomainSpec.from_xml(
+        "<domain type='qemu'><name>v</name><memory>1024</memory><os><type>hvm</type></os><devices>"
+        "<interface type='bridge'><source network='kvmtest' portid='1' bridge='br-kvmtest'/></interface>"
+        "</devices></domain>")
+    assert spec.interfaces == [{"type": "network", "source": "kvmtest", "mac": ""}]
