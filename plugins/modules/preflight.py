@@ -13,7 +13,9 @@ version_added: 0.1.0
 description:
   - Checks, for the domain O(name) on the source (O(uri), normally the host the task runs on) and the destination
     O(dest_uri), everything a live migration needs, and reports every check with its status (V(pass), V(warn),
-    V(fail), V(skip)), a message, a hint on how to fix it, and an overall verdict. It changes nothing.
+    V(fail), V(skip)), a message, a hint on how to fix it, and an overall verdict. It leaves nothing behind on
+    either host - to tell shared storage apart, it writes a 512-byte marker file (C(.kvm-migration-shared-*))
+    into a disk's directory on the destination and removes it again at once; its temporary storage pools go too.
   - M(kvm.migration.migrate) runs the same checks first and refuses to start while any of them fails.
   - "The checks: C(connection) (the destination answers over the chosen transport; libvirt and QEMU versions of
     both hosts), C(host_uuid) (the hosts have distinct libvirt host UUIDs), C(domain) (it runs on the source, or

@@ -63,7 +63,7 @@ def test_a_healthy_pair_passes_every_check(lab, ansible, vm):
     checks = by_name(report)
     assert report["verdict"] == "pass", report
     assert set(checks) == {"connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices",
-                           "cache", "storage", "network"}
+                           "interfaces", "firmware", "cache", "storage", "network"}
     assert {c["status"] for c in checks.values()} == {"pass"}, report
     assert "libvirt" in report["hosts"]["destination"] and report["hosts"]["destination"]["hypervisor"]
     assert report["hosts"]["source"]["host_uuid"] != report["hosts"]["destination"]["host_uuid"]
