@@ -707,27 +707,26 @@ class Migration:
         return full
 
     def _reach_source(self):
-        """The source's connection, reopened when it was lost (its libvirtd restarted under the migration).
-        Returns whether the source answers."""
-        if self.source.alive():
-            return True
-        try:
-            self.source.reconnect(within=RECONNECT_SECONDS)
-        except KvmMigrationError:
-            return False
-        self.source_stager.forget_connection()
-        return True
+        """The source's connection, reopened when it was lost (its libvirtd restarted under the migration)."""
+        return self._reach(self.source, self.source_stager)
 
     def _reach_destination(self):
         """The destination's connection, reopened when it was lost (a restarted libvirtd comes back within
-        seconds).  Returns whether the destination answers."""
-        if self.dest.alive():
+        seconds)."""
+        return self._reach(self.dest, self.stager)
+
+    @staticmethod
+    def _reach(client, stager):
+        """Whether the host answers, after reopening its connection if it was lost; the stager working through
+        that connection forgets its old pool handles."""
+        if client.alive():
             return True
         try:
-            self.dest.reconnect(within=RECONNECT_SECONDS)
+            client.reconnect(within=RECONNECT_SECONDS)
         except KvmMigrationError:
             return False
-        self.stager.forget_connection()
+        if stager.client is client:  # not when the source was replaced by a fresh twin (the call still holds it)
+            stager.forget_connection()
         return True
 
     def _verify_destination(self, uuid, volumes, active=True):
