@@ -20,6 +20,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     LIBVIRT_IMPORT_ERROR,
     KvmMigrationError,
     LibvirtClient,
+    libvirt_errors,
 )
 
 try:
@@ -109,6 +110,8 @@ class LibvirtModule:
     def run(self, logic):
         """Call logic(self) and turn the collection's exceptions into a clean failure."""
         try:
-            logic(self)
+            # A libvirt error that no narrower step translated still gets the collection's message and hint.
+            with libvirt_errors("complete %s" % getattr(self.module, "_name", "the task")):
+                logic(self)
         except KvmMigrationError as exc:
             self.fail_from_exception(exc)

@@ -312,6 +312,15 @@ nvram_copied:
   returned: when operation is migrate and O(live=false)
   type: str
   sample: /var/lib/libvirt/qemu/nvram/web01_VARS.fd
+preflight_retries:
+  description:
+    - Errors of objects that vanished while the checks read them (a volume or the domain deleted between lookup
+      and read, typically by an interrupted run's module still finishing on the host); the checks ran again
+      after each, for at most 30 seconds.
+  returned: when the checks had to look again
+  type: list
+  elements: str
+  sample: ["Failed to read volume /var/lib/libvirt/images/web01.qcow2 on qemu:///system: Storage volume not found"]
 timeout:
   description: The timeout in seconds that applied to the migration job.
   returned: when operation is migrate and O(live=true)
@@ -349,7 +358,8 @@ events:
 stale_removed:
   description:
     - Files that an interrupted run of the same migration left on the destination (recognised by its journal file
-      C(.kvm-migration-journal-UUID.raw)), removed before copying. A failed run's result instead carries
+      C(.kvm-migration-journal-UUID.raw)), removed before copying; and the journals themselves, removed when
+      the domain is found already on the destination (the interrupted run got it there). A failed run's result instead carries
       C(guest_location), C(cause) (the error, the causes found and their kind) and C(strategy).
   returned: when such files were found
   type: list

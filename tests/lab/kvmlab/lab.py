@@ -403,7 +403,9 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
         h.nspawn_pid = proc.pid
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            children = _children(proc.pid)
+            # nspawn forks a short-lived "outer child" before the container's PID 1; only the latter lives
+            # in a PID namespace of its own (taking the former made a healthy boot look like an exit).
+            children = [c for c in _children(proc.pid) if _in_new_pid_namespace(c)]
             if children:
                 h.pid1 = children[0]
                 return
@@ -552,6 +554,13 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _in_new_pid_namespace(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
 
 
 def _children(pid: int) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvm.migration.plugins.module_utils._migration import MigrationRequest
+from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "live_migration"

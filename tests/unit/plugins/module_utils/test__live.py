@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.kvm.migration.plugins.module_utils import _live
 from ansible_collections.kvm.migration.plugins.module_utils._convergence import Controller, Policy
 from ansible_collections.kvm.migration.plugins.module_utils._live import LiveRun, bounded, CallTimedOut
-from ansible_collections.kvm.migration.plugins.module_utils._migration import MigrationRequest
+from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest
 
 
 class HangingDomain:

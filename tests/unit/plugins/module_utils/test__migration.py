@@ -351,3 +351,76 @@ def test_multifd_compression_without_parallel_connections_is_refused_before_anyt
     assert "xbzrle" in err.value.hint
     MigrationRequest.from_params({"name": "vm1", "dest_uri": "qemu+ssh://hv2/system", "compression": "zstd",
                                   "parallel_connections": 2}).validate()
+
+
+def _vanishing_preflight(monkeypatch, before_raise=lambda: None, times=1):
+    """Preflight.run raises "volume not found" `times` times (as when a volume is deleted between lookup and
+    read), after running `before_raise`, then runs for real."""
+    from ansible_collections.kvm.migration.plugins.module_utils import _migration
+    from ansible_collections.kvm.migration.plugins.module_utils._errors import OperationFailed
+
+    real_run = _migration.Preflight.run
+    calls = {"n": 0}
+
+    def run(self):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            before_raise()
+            raise OperationFailed("Failed to read volume /images/vm1.qcow2 on test:///: Storage volume not found",
+                                  details={"libvirt_error": "VIR_ERR_NO_STORAGE_VOL", "error_kind": "not_found"})
+        return real_run(self)
+
+    monkeypatch.setattr(_migration.Preflight, "run", run)
+    monkeypatch.setattr(_migration.time, "sleep", lambda _s: None)
+    return calls
+
+
+def test_a_guest_moved_by_someone_else_while_the_checks_read_it_is_looked_at_again(hosts, monkeypatch):
+    source, dest = hosts
+
+    def finish_elsewhere():
+        # What an interrupted run's module, still alive on the host, does at the end of its migration.
+        xml = source.lookup_domain("vm1").XMLDesc(0)
+        source.lookup_domain("vm1").destroy()
+        source.lookup_domain("vm1").undefine()
+        dest.open().conn.defineXML(xml)
+        dest.lookup_domain("vm1").create()
+
+    calls = _vanishing_preflight(monkeypatch, finish_elsewhere)
+    result = migration(hosts).execute()
+    assert calls["n"] == 2
+    assert (result["changed"], result["operation"]) == (False, "none")
+    assert result["preflight_retries"] == [
+        "Failed to read volume /images/vm1.qcow2 on test:///: Storage volume not found"]
+
+
+def test_an_object_that_keeps_vanishing_is_reported_after_the_retry_budget(hosts, monkeypatch):
+    from ansible_collections.kvm.migration.plugins.module_utils import _migration
+    from ansible_collections.kvm.migration.plugins.module_utils._errors import OperationFailed
+
+    monkeypatch.setattr(_migration, "VANISHED_RETRY_SECONDS", 0)
+    _vanishing_preflight(monkeypatch, times=1000)
+    with pytest.raises(OperationFailed, match="Storage volume not found"):
+        migration(hosts).execute()
+    assert hosts[0].lookup_domain("vm1") is not None
+
+
+def test_a_journal_left_by_a_run_that_got_the_domain_there_is_removed(hosts, tmp_path):
+    from ansible_collections.kvm.migration.plugins.module_utils._storage import journal_name
+
+    source, dest = hosts
+    dom = source.lookup_domain("vm1")
+    xml, uuid = dom.XMLDesc(0), dom.UUIDString()
+    dom.destroy()
+    dom.undefine()
+    dest.open().conn.defineXML(xml)
+    dest.lookup_domain("vm1").create()
+    images = dest.conn.storagePoolCreateXML(
+        "<pool type='dir'><name>d</name><target><path>%s</path></target></pool>" % (tmp_path / "images"), 0)
+    images.createXML("<volume><name>%s</name><capacity>512</capacity></volume>" % journal_name(uuid), 0)
+    result = migration(hosts).execute()
+    assert (result["changed"], result["operation"]) == (False, "none")
+    assert result["stale_removed"] == [str(tmp_path / "images" / journal_name(uuid))]
+    images.refresh(0)
+    assert journal_name(uuid) not in images.listVolumes()
+    assert "stale_removed" not in migration(hosts).execute()

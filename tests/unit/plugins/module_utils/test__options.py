@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
-from ansible_collections.kvm.migration.plugins.module_utils._migration import MigrationRequest
+from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest
 from ansible_collections.kvm.migration.plugins.module_utils._options import (
     DIRTYRATE_BOUNDS,
     MIGRATE_BOUNDS,

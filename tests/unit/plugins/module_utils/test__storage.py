@@ -69,7 +69,7 @@ def test_an_inactive_pool_for_the_directory_is_a_clear_error(client, tmp_path):
 
 @pytest.mark.parametrize("name", ["sub/disk.qcow2", "../escape.qcow2", "a#b", "two words", "-x", "/elsewhere/d.qcow2"])
 def test_pool_volume_names_never_leave_the_pool_and_nothing_changes(client, tmp_path, name):
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+    from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolManager, PoolSpec
 
     target = tmp_path / "newpool"
     target.mkdir()
@@ -87,7 +87,7 @@ def test_pool_volume_names_never_leave_the_pool_and_nothing_changes(client, tmp_
 ])
 def test_pool_names_and_targets_that_would_land_elsewhere_are_refused(client, tmp_path, field, value, message):
     """Found by the hostile-input battery: libvirt resolved target=/srv/../etc and defined a pool on /etc."""
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+    from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolManager, PoolSpec
 
     before = sorted(p.name() for p in client.list_pools())
     spec = PoolSpec(**dict({"name": "newpool", "target": str(tmp_path / "newpool")}, **{field: value}))
@@ -101,7 +101,7 @@ def test_pool_names_and_targets_that_would_land_elsewhere_are_refused(client, tm
 def test_volume_capacity_out_of_range_is_refused_before_the_pool_starts(client, tmp_path, capacity):
     """Found by the hostile-input battery: capacity -1 started (and built) the pool, then libvirt said "malformed
     capacity element"."""
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+    from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolManager, PoolSpec
 
     spec = PoolSpec(name="newpool", target=str(tmp_path / "newpool"))
     with pytest.raises(InvalidRequest, match=r"volumes\[\]\.capacity=%d for v1 is out of range" % capacity):
@@ -110,7 +110,7 @@ def test_volume_capacity_out_of_range_is_refused_before_the_pool_starts(client, 
 
 
 def test_stopped_pool_with_volumes_is_refused_before_stopping(client, tmp_path):
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolManager, PoolSpec
+    from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolManager, PoolSpec
 
     pool = client.lookup_pool("images")
     spec = PoolSpec(name="images", target=pool_target(pool))
@@ -151,7 +151,22 @@ def pool_target(pool):
 
 
 def test_pool_changes_read_current_then_wanted():
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import PoolSpec
+    from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolSpec
 
     wanted, current = PoolSpec(name="p", target="/new"), PoolSpec(name="p", target="/old")
     assert wanted.differences(current) == {"target": ("/old", "/new")}
+
+
+def test_a_transient_pool_closed_by_another_run_is_replaced(client, tmp_path):
+    """Two runs share a directory's transient pool (libvirt allows one pool per directory); when the one that
+    made it closes it, the other finds or makes a pool again instead of failing with "pool not found"."""
+    first, second = VolumeStager(client), VolumeStager(client)
+    path = str(tmp_path / "scratch" / "x.raw")
+    (tmp_path / "scratch").mkdir()
+    assert first.existing(path) is None
+    assert second.existing(path) is None  # adopts the first one's pool
+    first.close()
+    assert second.existing(path) is None
+    assert second.available(str(tmp_path / "scratch")) > 0
+    second.close()
+    assert [p for p in client.list_pools() if p.name().startswith("kvm-migration-")] == []

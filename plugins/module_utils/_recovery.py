@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvm.migration contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY.
+# This file is private to kvm.migration and may change in any release without notice.
+
+"""After a failed live migration: reach both hosts again, find where the guest runs, remove what this run made
+on the destination when the guest stayed on the source, and raise with the real cause and a hint that fits the
+state found.  Also the check of the arrived domain and its volumes."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_detail, state_name
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    KvmMigrationError,
+    OperationFailed,
+    error_text,
+    libvirt_errors,
+)
+from ansible_collections.kvm.migration.plugins.module_utils._live import (
+    POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET,
+    describe_states,
+    failure_hint,
+)
+
+# After a failure: how long to try to reach a host whose connection was lost, before reporting.
+RECONNECT_SECONDS = 60
+# A destination directory with less free space than this after a failure explains it (a qcow2 cluster needs 64 KiB,
+# QEMU's write-out buffers more).
+FULL_BELOW_BYTES = 1024 ** 2
+
+
+class Recovery:
+    """Find the guest after a failure, clean up, and verify an arrival.
+
+    A part of Migration (see _migration.py), which holds the connections, the request, the stagers and
+    the live run."""
+
+    def _recover(self, uuid, error, was_paused, strategy, postcopy_found=None):
+        """After a failed migration: find where the guest runs, make sure that is exactly one place, remove what
+        this run made on the destination when the guest is on the source, then raise with the cause."""
+        req = self.request
+        live = self.live
+        if not live.call_returned:
+            # The engine's source connection is still held by the migration call: look through a fresh one.
+            self.source = self.source.twin("source")
+        source_lost = live.call_returned and not self.source.alive()
+        dest_lost = not self.dest.alive()
+        if not self._reach_source():
+            raise OperationFailed(
+                "Migration of %s to %s failed: %s; the connection to the source %s was lost and it did not come back "
+                "within %d s, so where the guest runs is not known. Nothing was deleted on either host"
+                % (req.name, req.dest_uri, error_text(error), self.source.uri, RECONNECT_SECONDS),
+                hint="bring the source's libvirtd back (systemctl status libvirtd), then run the same task again: it "
+                     "finds the guest and removes this run's leftovers (its journal) if the guest stayed on the source",
+                details={"guest_location": "unknown", "strategy": strategy, "kept_on_destination": list(self.stager.created),
+                         "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]})
+        dest_reachable = self._reach_destination()
+        src = self.source.lookup_domain_by_uuid(uuid)
+        diagnosis = live.diagnose(src, error, dest_lost=dest_lost, source_lost=source_lost)
+        full = self._full_directories() if dest_reachable else []
+        if full:
+            # QEMU's own words for a failed disk write vary by version; the free space does not.  A stalled
+            # stream is then the consequence, not a second cause.
+            diagnosis["causes"] = [c for c in diagnosis["causes"] if not c.startswith("no data moved")]
+            diagnosis["causes"].append("the destination ran out of space in %s" % ", ".join(full))
+            diagnosis["kind"] = "space"
+        cause = diagnosis["error"] or "no error reported"
+        if diagnosis["causes"]:
+            cause = "%s (%s)" % (cause, "; ".join(diagnosis["causes"]))
+        dst = self.dest.lookup_domain_by_uuid(uuid) if dest_reachable else None
+        details = {"cause": diagnosis, "strategy": strategy, "progress": self.progress,
+                   "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]}
+        if self.controller.postcopy_started:
+            hints = {
+                "running": "QEMU was still moving the guest's pages when this run stopped waiting: watch it with "
+                           "virsh domjobinfo %s on the source and destroy neither side" % req.name,
+                "failed": "fix the link, then resume: virsh migrate --postcopy --postcopy-resume %s %s"
+                          % (req.name, req.dest_uri),
+            }
+            raise OperationFailed(
+                "Post-copy migration of %s to %s failed and could not be resumed within %.0f s: %s. The guest's "
+                "memory is split between the two hosts (found: %s), so nothing was destroyed or deleted on either"
+                % (req.name, req.dest_uri, POSTCOPY_BUDGET, cause, describe_states(src, dst)),
+                hint=hints.get(postcopy_found, "a host cannot be reached: bring it back, then run this task again; it "
+                               "finds the guest and resumes or reports"),
+                details=dict(details, guest_location="split (post-copy)", postcopy_state=postcopy_found,
+                             state=self._final_state(src, dst)))
+        if src is not None and src.isActive():
+            if state_name(src) == "paused" and not was_paused:
+                with libvirt_errors("resume %s on the source after the failed migration" % req.name):
+                    src.resume()
+            cleaned = []
+            if not dest_reachable:
+                kept = list(self.stager.created)
+                raise OperationFailed(
+                    "Migration of %s to %s failed: %s. The guest keeps running on the source. The destination "
+                    "cannot be reached, so what this run made there stays until the next run: %s"
+                    % (req.name, req.dest_uri, cause, ", ".join(kept) or "nothing"),
+                    hint="bring the destination back, then run the same task again: it recognises and removes this "
+                         "run's leftovers (its journal) and migrates",
+                    details=dict(details, guest_location="source", kept_on_destination=kept,
+                                 state=self._final_state(src, None)))
+            if dst is not None:
+                with libvirt_errors("remove the half-made domain %s from the destination" % req.name):
+                    if dst.isActive():
+                        dst.destroy()
+                    if dst.isPersistent():
+                        dst.undefine()
+                cleaned.append("domain %s" % req.name)
+            cleaned += self.stager.rollback()
+            self.stager.close()  # also drops a transient pool a restarted libvirtd brought back
+            raise OperationFailed(
+                "Migration of %s to %s failed: %s. The guest keeps running on the source; "
+                "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
+                hint=failure_hint(diagnosis, cause, req.name),
+                details=dict(details, guest_location="source", removed_from_destination=cleaned,
+                             state=self._final_state(src, self.dest.lookup_domain_by_uuid(uuid))))
+        if dst is not None and dst.isActive() and state_name(dst) == "running":
+            # The guest arrived although the call reported an error (for example a lost
+            # connection in the finish phase): continue with verification.
+            return
+        raise OperationFailed(
+            "Migration of %s to %s failed and the guest is not running on the source nor on the destination (%s): "
+            "%s. Nothing was deleted; disks on both hosts are kept for recovery"
+            % (req.name, req.dest_uri, describe_states(src, dst), cause),
+            hint="start it where its disks are current: on the source (virsh start %s) unless the destination "
+                 "reports it paused there" % req.name,
+            details=dict(details, guest_location="unknown", kept_on_destination=list(self.stager.created),
+                         state=self._final_state(src, dst)))
+
+    def _full_directories(self):
+        """The destination directories of this run's volumes that are full now ('dir (12 KiB free)')."""
+        full = []
+        for directory in sorted({os.path.dirname(path) for path in self.stager.created}):
+            try:
+                free = self.stager.available(directory)
+            except KvmMigrationError:  # the directory's pool cannot tell; no evidence either way
+                continue
+            if free < FULL_BELOW_BYTES:
+                full.append("%s (%d KiB free)" % (directory, free // 1024))
+        return full
+
+    def _reach_source(self):
+        """The source's connection, reopened when it was lost (its libvirtd restarted under the migration)."""
+        return self._reach(self.source, self.source_stager)
+
+    def _reach_destination(self):
+        """The destination's connection, reopened when it was lost (a restarted libvirtd comes back within
+        seconds)."""
+        return self._reach(self.dest, self.stager)
+
+    @staticmethod
+    def _reach(client, stager):
+        """Whether the host answers, after reopening its connection if it was lost; the stager working through
+        that connection forgets its old pool handles."""
+        if client.alive():
+            return True
+        try:
+            client.reconnect(within=RECONNECT_SECONDS)
+        except KvmMigrationError:
+            return False
+        if stager.client is client:  # not when the source was replaced by a fresh twin (the call still holds it)
+            stager.forget_connection()
+        return True
+
+    def _verify_destination(self, uuid, volumes, active=True):
+        req = self.request
+        dst = self.dest.lookup_domain_by_uuid(uuid)
+        problems = []
+        if dst is None:
+            problems.append("the domain is absent")
+        else:
+            if bool(dst.isActive()) != active:
+                problems.append("the domain is %s" % state_detail(dst))
+            if req.persistent and not dst.isPersistent():
+                problems.append("the domain is not persistent")
+            with libvirt_errors("read the definition of %s on the destination" % req.name):
+                in_use = {d.source for d in DomainSpec.from_xml(dst.XMLDesc(0)).disks}
+            for vol in volumes:
+                if vol.path not in in_use:
+                    problems.append("the domain does not use %s" % vol.path)
+                problems += self.stager.check(vol)
+        if problems:
+            src = self.source.lookup_domain_by_uuid(uuid)
+            raise OperationFailed(
+                "Migration of %s reported success, but on the destination %s: %s. The source definition is kept"
+                % (req.name, req.dest_uri, "; ".join(problems)),
+                details={"state": self._final_state(src, dst)},
+            )
+        return dst
