@@ -163,3 +163,32 @@ def apply_to_domain(domain, cpu_xml, check_mode):
         with libvirt_errors("define %s with the baseline CPU" % domain.name()):
             domain.connect().defineXML(etree.tostring(root, encoding="unicode"))
     return True, before, after, bool(domain.isActive())
+
+
+def check_one_arch(archs, arch):
+    """`archs` maps each architecture found to where it was found (host URIs, cpus[i]): a baseline needs exactly
+    one, and it must be the one asked for."""
+    if len(archs) > 1:
+        raise InvalidRequest("A baseline needs CPUs of one architecture; these differ: %s"
+                             % "; ".join("%s: %s" % (a, ", ".join(w)) for a, w in sorted(archs.items())),
+                             hint="compute one baseline per architecture; a guest cannot migrate between them")
+    if archs and arch not in archs:
+        raise InvalidRequest("The CPUs are %s, but the baseline is asked for %s" % (next(iter(archs)), arch),
+                             hint="set arch to the CPUs' architecture, or leave it out")
+
+
+def host_report(hosts, baseline_xml, arch, virttype, with_domain=False, domain_cpu=None):
+    """For each host ({uri, client, cpu_xml}): its CPU model, whether the baseline runs there, and with a domain
+    whether the domain's CPU does (a domain without a <cpu> gets the hypervisor's default model)."""
+    report = []
+    for host in hosts:
+        entry = {
+            "uri": host["uri"],
+            "cpu": describe_cpu(host["cpu_xml"])["model"],
+            "baseline_runs": compare_on_hypervisor(host["client"], baseline_xml, arch, virttype),
+        }
+        if with_domain:
+            entry["domain_runs"] = (compare_on_hypervisor(host["client"], domain_cpu, arch, virttype)
+                                    if domain_cpu else "default model")
+        report.append(entry)
+    return report

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import traceback
 
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
+
 try:
     from lxml import etree
 except ImportError:
@@ -254,3 +256,20 @@ def describe(domain):
         "persistent": bool(domain.isPersistent()),
         "uuid": domain.UUIDString(),
     }
+
+
+JOB_TYPES = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
+
+
+def job_report(domain):
+    """The job running on a domain (type, percent done, libvirt's numeric statistics); type none without one."""
+    if domain is None or not domain.isActive():
+        return {"type": "none", "stats": {}}
+    with libvirt_errors("read the job of %s" % domain.name()):
+        stats = domain.jobStats(0)
+    job = {"type": JOB_TYPES.get(stats.get("type", 0), "unknown"),
+           "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "type"}}
+    total = stats.get("data_total") or 0
+    if total:
+        job["percent"] = round(100.0 * (total - stats.get("data_remaining", 0)) / total, 1)
+    return job

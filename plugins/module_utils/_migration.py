@@ -89,6 +89,16 @@ class Migration(Recovery, Arrival, OfflineMove):
                 self.preflight_retries.append(error_text(exc))
             time.sleep(2)
 
+    def check(self):
+        """The preflight on its own, read-only: returns the report, and leaves nothing on either host (the pools
+        the checks opened are closed)."""
+        try:
+            report, _located = self.preflight()
+        finally:
+            self.stager.close()
+            self.source_stager.close()
+        return report
+
     # ------------------------------------------------------------------ plan
     def plan(self, located, tuning=None):
         return build_plan(self.request, located, tuning)

@@ -46,17 +46,12 @@ MIGRATION_ARGUMENT_SPEC = {
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python"]
 
 
-class LibvirtModule:
-    """AnsibleModule plus the collection's common options and error handling."""
+class CollectionModule:
+    """AnsibleModule plus the collection's error handling: the collection's exceptions become a clean failure with
+    the message, the details and the hint.  For modules that do not talk to libvirt (nfs_share)."""
 
-    def __init__(self, argument_spec, needs_lxml=True, common=True, **kwargs):
-        """common=False: a module that does not talk to libvirt (no uri option, no libvirt import check)."""
-        spec = dict(COMMON_ARGUMENT_SPEC) if common else {}
-        spec.update(argument_spec)
-        self.module = AnsibleModule(argument_spec=spec, **kwargs)
-        if common:
-            self._check_imports(needs_lxml)
-        self._clients = []
+    def __init__(self, argument_spec, **kwargs):
+        self.module = AnsibleModule(argument_spec=argument_spec, **kwargs)
 
     @property
     def params(self):
@@ -69,6 +64,45 @@ class LibvirtModule:
     @property
     def diff_mode(self):
         return self.module._diff
+
+    def _close(self):
+        pass
+
+    def exit_json(self, **result):
+        self._close()
+        self.module.exit_json(**result)
+
+    def fail_json(self, msg, **kwargs):
+        self._close()
+        self.module.fail_json(msg=msg, **kwargs)
+
+    def fail_from_exception(self, exc):
+        details = dict(exc.details)
+        if exc.hint:
+            details["hint"] = exc.hint
+        self.fail_json(msg=exc.msg, exception=traceback.format_exc(), **details)
+
+    def run(self, logic):
+        """Call logic(self) and turn the collection's exceptions into a clean failure."""
+        try:
+            self._run(logic)
+        except KvmMigrationError as exc:
+            self.fail_from_exception(exc)
+
+    def _run(self, logic):
+        logic(self)
+
+
+class LibvirtModule(CollectionModule):
+    """A module that talks to libvirt: the common uri option, libvirt-python and lxml found (respawning into the
+    system Python where distro packages put them), connections closed on exit."""
+
+    def __init__(self, argument_spec, needs_lxml=True, **kwargs):
+        spec = dict(COMMON_ARGUMENT_SPEC)
+        spec.update(argument_spec)
+        super().__init__(spec, **kwargs)
+        self._check_imports(needs_lxml)
+        self._clients = []
 
     def client(self, uri=None, role="host", connect=True):
         """A LibvirtClient for `uri` (default: the uri option), closed when the module exits.  With
@@ -93,25 +127,7 @@ class LibvirtModule:
         for client in self._clients:
             client.close()
 
-    def exit_json(self, **result):
-        self._close()
-        self.module.exit_json(**result)
-
-    def fail_json(self, msg, **kwargs):
-        self._close()
-        self.module.fail_json(msg=msg, **kwargs)
-
-    def fail_from_exception(self, exc):
-        details = dict(exc.details)
-        if exc.hint:
-            details["hint"] = exc.hint
-        self.fail_json(msg=exc.msg, exception=traceback.format_exc(), **details)
-
-    def run(self, logic):
-        """Call logic(self) and turn the collection's exceptions into a clean failure."""
-        try:
-            # A libvirt error that no narrower step translated still gets the collection's message and hint.
-            with libvirt_errors("complete %s" % getattr(self.module, "_name", "the task")):
-                logic(self)
-        except KvmMigrationError as exc:
-            self.fail_from_exception(exc)
+    def _run(self, logic):
+        # A libvirt error that no narrower step translated still gets the collection's message and hint.
+        with libvirt_errors("complete %s" % getattr(self.module, "_name", "the task")):
+            logic(self)

@@ -6,14 +6,17 @@
 # FOR INTERNAL COLLECTION USE ONLY.
 # This file is private to kvm.migration and may change in any release without notice.
 
-"""NFS exports (exports(5)): validate clients and options, render and parse export lines.  Plain Python."""
+"""NFS exports (exports(5)): validate clients and options, render and parse export lines, work out an exports
+file's wanted content, and write it with exportfs applied, put back as it was when exportfs fails.  Plain Python:
+nothing here imports the libvirt layer."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
-from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
+from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
 
 # exports(5) options; those with "=" take a value.
 FLAG_OPTIONS = {
@@ -116,3 +119,60 @@ def find_line(text, path):
         if stripped and not stripped.startswith("#") and stripped.split()[0].strip('"') == path:
             return i
     return None
+
+
+HEADER = "# Managed by kvm.migration.nfs_share - local changes are overwritten.\n"
+
+
+def exports_file(name, path, exports_file_path=None):
+    """The file an export lives in: the one given, or /etc/exports.d/<name>.exports (a name with '/' or '..' is
+    refused by the caller's check, so it never leaves that directory)."""
+    return exports_file_path or "/etc/exports.d/%s.exports" % name
+
+
+def desired_content(current, path, line, present, shared_file):
+    """The wanted text of the exports file: in a shared file (exports_file) only the line for `path` changes;
+    a file of our own holds the header and the one line.  None: the file should not exist."""
+    if shared_file:
+        lines = current.splitlines()
+        index = find_line(current, path)
+        if not present:
+            if index is not None:
+                del lines[index]
+        elif index is None:
+            lines.append(line)
+        else:
+            lines[index] = line
+        return "\n".join(lines) + "\n" if lines else ""
+    return HEADER + line + "\n" if present else None
+
+
+def write_file(target, content, atomic_move):
+    """Write `content` to `target` through a temporary file and `atomic_move`; None removes the file."""
+    if content is None:
+        if os.path.exists(target):
+            os.unlink(target)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = "%s.kvm-migration.tmp" % target
+    with open(tmp, "w") as handle:
+        handle.write(content)
+    os.chmod(tmp, 0o644)
+    atomic_move(tmp, target)
+
+
+def apply_exports(target, wanted, before, atomic_move, exportfs=None):
+    """Write the wanted content and, with `exportfs` (a callable running `exportfs -ra` that returns (rc, out,
+    err)), apply it.  A failed apply puts the file back as it was (`before`: its text, or None when it did not
+    exist), so no half-made export is left.  Returns exportfs's output."""
+    write_file(target, wanted, atomic_move)
+    if exportfs is None:
+        return None
+    rc, out, err = exportfs()
+    if rc != 0:
+        write_file(target, before, atomic_move)
+        raise OperationFailed(
+            "exportfs -ra failed (rc=%d) after writing %s, which was restored: %s" % (rc, target, (err or out).strip()),
+            hint="is the NFS server installed and running? (systemctl status nfs-server; on a kernel without nfsd "
+                 "it cannot run)")
+    return (out + err).strip()

@@ -22,7 +22,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt,
     libvirt_errors,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
+from ansible_collections.kvm.migration.plugins.module_utils._offline_record import (
     OFFLINE_RECORD_NS,
     OFFLINE_RECORD_PREFIX,
     offline_record_xml,

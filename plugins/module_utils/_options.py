@@ -83,9 +83,10 @@ MIGRATE_BOUNDS = {
 DIRTYRATE_BOUNDS = {
     "period": Bound(1, MAX_DIRTYRATE_PERIOD, "s", "QEMU measures over at most 60 s"),
     "samples": Bound(1, 30, "samples"),
-    "bandwidth": Bound(1, MAX_BANDWIDTH_MIB, "MiB/s", "libvirt's limit"),
-    "measure_mib": Bound(1, 1024, "MiB", "a measurement needs no more"),
-    "max_downtime": Bound(1, MAX_DOWNTIME_MS, "ms", "QEMU's limit is 2000 s"),
+    # The options dirtyrate shares with migrate have migrate's bounds.
+    "link_speed": MIGRATE_BOUNDS["link_speed"],
+    "measure_mib": MIGRATE_BOUNDS["measure_mib"],
+    "max_downtime": MIGRATE_BOUNDS["max_downtime"],
 }
 # samples x period: the longest a dirty rate measurement may take.
 MAX_DIRTYRATE_SECONDS = 300

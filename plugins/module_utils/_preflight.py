@@ -9,20 +9,16 @@
 """Preflight: every check a migration needs, run before anything changes, reported all at once.
 
 Each check has a status (pass, warn, fail, skip), a message, and a hint on how to fix it.  The
-verdict is "fail" when any check fails.  Nothing here changes either host (the only thing it may
-create is a transient storage pool that is gone again when the run ends)."""
+verdict is "fail" when any check fails.  Nothing here is left behind on either host: a transient storage
+pool it opens and the marker file that proves shared storage are gone again when the run ends.  The checks live
+in their own files: where the guest is (_placement.py), the storage plan (_storage_plan.py), the data path
+(_network_probe.py); the report in _report.py and the offline record in _offline_record.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import ipaddress
 import os
-import socket
-import time
-import xml.etree.ElementTree as ET
 from urllib.parse import urlparse
-from xml.sax.saxutils import escape
 
 from ansible_collections.kvm.migration.plugins.module_utils import _cpu
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_name
@@ -30,120 +26,37 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     ConnectionFailed,
     InvalidRequest,
     KvmMigrationError,
-    is_error,
-    libvirt,
     libvirt_errors,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
+from ansible_collections.kvm.migration.plugins.module_utils._network_probe import NetworkChecks, probe_port, resolve
+from ansible_collections.kvm.migration.plugins.module_utils._offline_record import (
+    OFFLINE_RECORD_NS,
+    OFFLINE_RECORD_PREFIX,
+    offline_record_xml,
+    read_offline_record,
+)
+from ansible_collections.kvm.migration.plugins.module_utils._placement import PlacementChecks
+from ansible_collections.kvm.migration.plugins.module_utils._report import (
+    CHECK_ORDER,
+    Check,
+    FAIL,
+    PASS,
+    PreflightFailed,
+    Report,
+    SKIP,
+    WARN,
+)
+from ansible_collections.kvm.migration.plugins.module_utils._storage_plan import MIB, StoragePlan, StoragePlanning
 
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+# Re-exported: the engine, the modules and the tests import the report and the offline record from here.
+__all__ = [
+    "Located", "Preflight", "CHECK_ORDER", "FAIL", "PASS", "SKIP", "WARN", "Check", "Report", "PreflightFailed",
+    "StoragePlan", "probe_port", "resolve", "OFFLINE_RECORD_NS", "OFFLINE_RECORD_PREFIX", "offline_record_xml",
+    "read_offline_record",
+]
+
+
 SAFE_CACHE_MODES = ("none", "directsync")
-# qemu.conf migration_port_min: the first port carries RAM, the next one the NBD disk copy.
-MIGRATION_PORTS = (49152, 49153)
-PORT_TIMEOUT = 2.0
-MIB = 1024 * 1024
-# How long to wait for the destination's incoming domain when the source already has an outgoing migration job
-# (libvirt starts the job on the source before the destination is prepared).
-INCOMING_WAIT = 10.0
-# The record an offline move leaves in the destination's definition (domain metadata), to recognise its own copy.
-OFFLINE_RECORD_NS = "https://github.com/kvm-migration/kvm.migration/offline/1"
-OFFLINE_RECORD_PREFIX = "kvmmig"
-CHECK_ORDER = ("connection", "host_uuid", "domain", "name", "cpu", "memory", "machine", "devices", "interfaces",
-               "firmware", "cache", "storage", "network")
-
-
-@dataclasses.dataclass
-class Check:
-    name: str
-    status: str
-    message: str
-    hint: str = ""
-    details: dict = dataclasses.field(default_factory=dict)
-
-    def as_dict(self):
-        data = {"name": self.name, "status": self.status, "message": self.message}
-        if self.hint:
-            data["hint"] = self.hint
-        if self.details:
-            data["details"] = self.details
-        return data
-
-
-class Report:
-    def __init__(self):
-        self.checks = []
-        self.hosts = {}
-        self.nothing_to_do = False
-        self.attach = False
-
-    def add(self, name, status, message, hint="", **details):
-        self.checks.append(Check(name, status, message, hint, details))
-
-    def has(self, name):
-        return any(c.name == name for c in self.checks)
-
-    def skip_rest(self, reason):
-        for name in CHECK_ORDER:
-            if not self.has(name):
-                self.add(name, SKIP, reason)
-
-    @property
-    def blockers(self):
-        return [c for c in self.checks if c.status == FAIL]
-
-    @property
-    def verdict(self):
-        return FAIL if self.blockers else PASS
-
-    def summary(self):
-        return "; ".join("%s: %s" % (c.name, c.message) for c in self.blockers)
-
-    def as_dict(self):
-        order = {n: i for i, n in enumerate(CHECK_ORDER)}
-        return {
-            "verdict": self.verdict,
-            "nothing_to_do": self.nothing_to_do,
-            "attach": self.attach,
-            "blockers": [c.name for c in self.blockers],
-            "warnings": [c.name for c in self.checks if c.status == WARN],
-            "checks": [c.as_dict() for c in sorted(self.checks, key=lambda c: order.get(c.name, 99))],
-            "hosts": self.hosts,
-        }
-
-
-class PreflightFailed(InvalidRequest):
-    """At least one preflight check failed; details['preflight'] holds the whole report."""
-
-    def __init__(self, name, dest_uri, report):
-        blockers = report.blockers
-        super().__init__(
-            "Preflight found %d blocker%s for migrating %s to %s: %s"
-            % (len(blockers), "" if len(blockers) == 1 else "s", name, dest_uri, report.summary()),
-            details={"preflight": report.as_dict()},
-            hint=" / ".join(c.hint for c in blockers if c.hint) or None,
-        )
-
-
-@dataclasses.dataclass
-class StoragePlan:
-    """What happens to each disk: left in place (shared), or copied (whole, or as an overlay on templates)."""
-
-    requested: str
-    mode: str = ""
-    copy: list = dataclasses.field(default_factory=list)  # (target, VolumeSpec, allocation on the source)
-    shared: list = dataclasses.field(default_factory=list)  # targets left where they are
-    templates: list = dataclasses.field(default_factory=list)  # backing files: {path, format, capacity, size, action}
-    incremental: bool = False
-    offline: bool = False  # copied file by file through libvirt streams while the domain is shut off
-    unsafe: bool = False  # shared file storage libvirt may not recognise: proven shared, so VIR_MIGRATE_UNSAFE
-    stale: list = dataclasses.field(default_factory=list)  # leftovers of an interrupted run, removed before copying
-
-    def as_dict(self):
-        found = {"requested": self.requested, "mode": self.mode, "copied": [t for t, _v, _a in self.copy],
-                 "shared": list(self.shared), "templates": [dict(t) for t in self.templates]}
-        if self.stale:
-            found["stale_removed_first"] = list(self.stale)
-        return found
 
 
 @dataclasses.dataclass
@@ -158,7 +71,7 @@ class Located:
     not_a_current_copy: list = None  # offline: why the destination's definition of the same domain is not our copy
 
 
-class Preflight:
+class Preflight(PlacementChecks, StoragePlanning, NetworkChecks):
     def __init__(self, source, dest, request, stager=None, source_stager=None):
         self.source = source
         self.dest = dest
@@ -228,128 +141,6 @@ class Preflight:
             )
             return False
         self.report.add("host_uuid", PASS, "host UUIDs differ (%s, %s)" % (src, dst))
-        return True
-
-    def _domain(self):
-        req, r = self.request, self.report
-        src = self.source.lookup_domain(req.name)
-        dst = self.dest.lookup_domain(req.name)
-        self.located.source_domain, self.located.dest_domain = src, dst
-        src_active = bool(src is not None and src.isActive())
-        dst_active = bool(dst is not None and dst.isActive())
-        if src_active and self._running_migration(src):
-            return self._attach(src)
-        if src_active and dst_active:
-            r.add("domain", FAIL, "Domain %s is active on both hosts; refusing to touch either" % req.name,
-                  "find out which copy is authoritative and stop the other one")
-            return False
-        if dst_active:
-            r.nothing_to_do = True
-            r.add("domain", PASS, "domain %s already runs on the destination (%s)" % (req.name, state_name(dst)))
-            return True
-        if src is None and dst is None:
-            r.add("domain", FAIL, "Domain %s does not exist on the source %s nor on the destination %s"
-                  % (req.name, self.source.uri, self.dest.uri), "check the name and the hosts")
-            return False
-        if not getattr(req, "live", True):
-            return self._domain_offline(src, dst, src_active)
-        if src is None:
-            r.add("domain", FAIL, "Domain %s is defined on the destination %s but not running, and is absent from "
-                  "the source %s" % (req.name, self.dest.uri, self.source.uri),
-                  "start it on the destination if that copy is the right one")
-            return False
-        if not src_active:
-            r.add("domain", FAIL, "Domain %s is %s on the source; a live migration needs a running domain"
-                  % (req.name, state_name(src)),
-                  "start the domain first, or move it while it is shut off with live=false (an offline migration)")
-            return False
-        with libvirt_errors("read the definition of %s" % req.name):
-            self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
-        r.add("domain", PASS, "domain %s is %s on the source" % (req.name, state_name(src)))
-        return True
-
-    def _domain_offline(self, src, dst, src_active):
-        """An offline move: the domain must be shut off on the source.  Done when the destination holds the
-        definition and the source does not, or when the source's images are unchanged since this collection copied
-        them (its record in the destination's definition says so)."""
-        req, r = self.request, self.report
-        if src is None:
-            if dst.isPersistent():
-                r.nothing_to_do = True
-                r.add("domain", PASS, "domain %s is defined on the destination (%s) and not on the source"
-                      % (req.name, state_name(dst)))
-                return True
-            r.add("domain", FAIL, "Domain %s is absent from the source %s" % (req.name, self.source.uri),
-                  "check the name and the hosts")
-            return False
-        if src_active:
-            r.add("domain", FAIL, "Domain %s is %s on the source; an offline migration (live=false) moves a shut-off "
-                  "domain" % (req.name, state_name(src)),
-                  "shut the domain down first (virsh shutdown), or migrate it live (live=true)")
-            return False
-        if dst is not None and dst.UUIDString() == src.UUIDString():
-            self.located.not_a_current_copy = self.offline_copy_changes(src, dst)
-            if not self.located.not_a_current_copy:
-                r.nothing_to_do = True
-                r.add("domain", PASS, "domain %s was moved to the destination offline, and its images on the source "
-                      "have not changed since" % req.name)
-                return True
-        with libvirt_errors("read the definition of %s" % req.name):
-            self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
-        r.add("domain", PASS, "domain %s is shut off on the source; it moves offline" % req.name)
-        return True
-
-    def offline_copy_changes(self, src, dst):
-        """Why the destination's definition of `src` is not a current copy made by an offline move (empty list: it
-        is).  It is current when its record names this source host and every source image still has the size and
-        modification time it had when it was copied."""
-        record = read_offline_record(dst)
-        if record is None:
-            return ["the destination's definition was not made by an offline move of kvm.migration"]
-        if record.get("source_host_uuid") != self.source.host_uuid():
-            return ["the destination's copy came from another host"]
-        problems = []
-        for image in record.get("images", []):
-            facts = self.source_stager.facts(image["path"]) if self.source_stager else None
-            if facts is None:
-                problems.append("%s is gone from the source" % image["path"])
-            elif (facts["physical"], facts["mtime"]) != (image["size"], image["mtime"]):
-                problems.append("%s changed on the source since it was copied" % image["path"])
-        return problems
-
-    def _running_migration(self, src):
-        """The job statistics of a migration out of the source that is already running, or None."""
-        try:
-            stats = src.jobStats(0)
-        except Exception:  # no job information: nothing runs
-            return None
-        outgoing = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 5)
-        if not stats or stats.get("type", 0) == 0 or stats.get("operation") != outgoing:
-            return None
-        self.located.running_job = stats
-        return stats
-
-    def _attach(self, src):
-        """A migration of the domain is already running (another client started it, or an earlier run that was cut
-        off).  If it goes to this destination, the run waits for it instead of starting a second one."""
-        req, r = self.request, self.report
-        deadline = time.monotonic() + INCOMING_WAIT
-        while True:
-            dst = self.dest.lookup_domain_by_uuid(src.UUIDString())
-            if dst is not None and dst.isActive():
-                break
-            if time.monotonic() >= deadline or self._running_migration(src) is None:
-                r.add("domain", FAIL, "A migration of %s is already running on the source, but not to %s"
-                      % (req.name, self.dest.uri),
-                      "wait for it to finish, or abort it (virsh domjobabort %s)" % req.name)
-                return False
-            time.sleep(0.5)
-        self.located.dest_domain = dst
-        r.add("domain", PASS, "a migration of %s to the destination is already running (%.0f%% of %d MiB processed); "
-              "this run attaches to it instead of starting another"
-              % (req.name, 100.0 * _done_fraction(self.located.running_job),
-                 self.located.running_job.get("data_total", 0) // MIB), attached=True)
-        r.attach = True
         return True
 
     def _name(self):
@@ -579,286 +370,6 @@ class Preflight:
                             "set cache='none' (or directsync) on these disks, or set allow_unsafe if you accept "
                             "the risk", disks=unsafe)
 
-    def _storage(self):
-        """Work out what happens to every disk (left in place on shared storage, copied whole, or copied as an
-        overlay on a template) and check that the destination can take it."""
-        if self.stager is None:
-            self.report.add("storage", SKIP, "no destination storage to check")
-            return
-        req, spec, dom = self.request, self.located.spec, self.located.source_domain
-        plan = StoragePlan(requested=req.storage)
-        self.located.storage = plan
-        problems = []
-        local = [d for d in spec.disks if d.is_local_image]
-        # Read-only and shareable images (ISOs, cluster disks) are never copied: they must be there already.
-        for disk in spec.disks:
-            if disk.type in ("file", "block") and disk.source and not disk.is_local_image:
-                if self.stager.existing(disk.source) is None:
-                    problems.append("%s (%s, %s) is not on the destination" % (disk.source, disk.target,
-                                                                               "read-only" if disk.readonly else "shareable"))
-            elif disk.type == "network":
-                plan.shared.append(disk.target)
-        shared_dirs = set()
-        if req.storage in ("shared", "auto"):
-            for directory in sorted({os.path.dirname(d.source) for d in local}):
-                try:
-                    if self.source_stager.sees_marker_of(self.stager, directory):
-                        shared_dirs.add(directory)
-                except InvalidRequest:
-                    pass  # no such directory on the destination: not shared
-        for disk in local:
-            with libvirt_errors("read the size of disk %s" % disk.target):
-                capacity, allocation, _physical = dom.blockInfo(disk.target)
-            if os.path.dirname(disk.source) in shared_dirs:
-                plan.shared.append(disk.target)
-                plan.unsafe = True
-                continue
-            if req.storage == "shared":
-                problems.append("%s is not on shared storage: a file written in %s on the destination does not "
-                                "appear on the source" % (disk.source, os.path.dirname(disk.source)))
-                continue
-            volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity)
-            if self.offline:
-                # Copied file by file, the image keeps its backing file: stage the chain as for incremental.
-                facts = self.source_stager.facts(disk.source)
-                if facts is None:
-                    problems.append("%s (%s) is not visible to libvirt's storage on the source, so it cannot be "
-                                    "copied" % (disk.source, disk.target))
-                    continue
-                allocation = facts["physical"]
-                if disk.backing:
-                    backing = disk.backing[0]
-                    volume.backing_path, volume.backing_format = backing.path, backing.format
-                    problems += self._templates(disk, plan)
-            elif req.storage == "copy_incremental" and disk.backing:
-                backing = disk.backing[0]
-                volume = VolumeSpec(path=disk.source, format=disk.format, capacity=capacity,
-                                    backing_path=backing.path, backing_format=backing.format)
-                problems += self._templates(disk, plan)
-            plan.copy.append((disk.target, volume, allocation))
-        plan.incremental = req.storage == "copy_incremental" and not self.offline
-        plan.offline = self.offline
-        if plan.copy and plan.shared:
-            plan.mode = "mixed"
-        elif plan.copy and self.offline:
-            plan.mode = "copy_offline"
-        elif plan.copy:
-            plan.mode = "copy_incremental" if plan.incremental else "copy_all"
-        else:
-            plan.mode = "shared"
-        if problems:
-            self.report.add("storage", FAIL, "; ".join(problems),
-                            "put shared disks on storage both hosts mount at the same path (NFS), or use storage "
-                            "copy_all", plan=plan.as_dict())
-            return
-        self._destination_room(plan)
-
-    def _templates(self, disk, plan):
-        """Backing files of a disk copied incrementally: present and identical on the destination, or copied."""
-        problems = []
-        for image in reversed(disk.backing):
-            if any(t["path"] == image.path for t in plan.templates):
-                continue
-            if not image.path.startswith("/"):
-                problems.append("backing file %s of %s is not a local file" % (image.path, disk.target))
-                continue
-            source = self.source_stager.facts(image.path)
-            if source is None:
-                problems.append("backing file %s of %s is not visible to libvirt on the source" % (image.path, disk.target))
-                continue
-            entry = {"path": image.path, "format": source["format"], "capacity": source["capacity"],
-                     "size": self.source_stager.physical_size(image.path)}
-            there = self.stager.facts(image.path)
-            if there is None:
-                entry["action"] = "copy"
-            elif (there["format"], there["capacity"]) != (source["format"], source["capacity"]) \
-                    or self._fingerprint(self.stager, image.path) != self._fingerprint(self.source_stager, image.path):
-                problems.append("a different file already sits at %s on the destination (format, size or content "
-                                "differs from the source's template)" % image.path)
-                continue
-            else:
-                entry["action"] = "present"
-            plan.templates.append(entry)
-        return problems
-
-    @staticmethod
-    def _fingerprint(stager, path):
-        # First and last MiB: enough to tell a different template apart without reading it all over the network.
-        size = stager.physical_size(path)
-        head = stager.digest(path, 0, min(size, MIB))
-        tail = stager.digest(path, max(0, size - MIB), min(size, MIB))
-        return head, tail, size
-
-    def _destination_room(self, plan):
-        conflicts = [v.path for _t, v, _a in plan.copy if self.stager.existing(v.path) is not None]
-        uuid = self.located.source_domain.UUIDString() if self.located.source_domain is not None else None
-        if conflicts and uuid and self.located.dest_domain is None and all(
-                self.stager.has_journal(os.path.dirname(p), uuid) for p in conflicts):
-            # This collection's journal for this domain is there: the files are what an interrupted run of the
-            # same migration made.  They are removed before copying (the preflight itself removes nothing).
-            plan.stale = conflicts
-            conflicts = []
-        if conflicts:
-            self.report.add(
-                "storage", FAIL,
-                "The destination %s already has files at %s; refusing to overwrite them"
-                % (self.dest.uri, ", ".join(conflicts)),
-                "if they are the images an earlier migration left behind, remove them on the destination; "
-                "source_cleanup=true removes source images after a verified migration",
-                conflicting_paths=conflicts,
-            )
-            return
-        needs = {}
-        for _t, volume, allocation in plan.copy:
-            directory = os.path.dirname(volume.path)
-            needs[directory] = needs.get(directory, 0) + allocation
-        for template in plan.templates:
-            if template["action"] == "copy":
-                directory = os.path.dirname(template["path"])
-                needs[directory] = needs.get(directory, 0) + template["size"]
-        freed = {}
-        for path in plan.stale:
-            facts = self.stager.facts(path) or {"physical": 0}
-            freed[os.path.dirname(path)] = freed.get(os.path.dirname(path), 0) + facts["physical"]
-        short, space = [], {}
-        for directory, need in needs.items():
-            available = self.stager.available(directory) + freed.get(directory, 0)
-            space[directory] = {"needed_bytes": need, "available_bytes": available}
-            if available < need:
-                short.append("%s has %d MiB free, the disks need %d MiB"
-                             % (directory, available // MIB, -(-need // MIB)))
-        if short:
-            self.report.add("storage", FAIL, "not enough space on the destination: %s" % "; ".join(short),
-                            "free space there, or migrate to a host with more room", space=space, plan=plan.as_dict())
-            return
-        summary = {"shared": "%d disk(s) stay on shared storage" % len(plan.shared),
-                   "copy_all": "%d disk(s) will be copied" % len(plan.copy),
-                   "copy_incremental": "%d disk(s) will be copied as overlays, %d template(s) copied, %d present"
-                   % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
-                      sum(t["action"] == "present" for t in plan.templates)),
-                   "copy_offline": "%d image(s) will be copied with their backing chains, %d template(s) copied, %d "
-                   "present" % (len(plan.copy), sum(t["action"] == "copy" for t in plan.templates),
-                                sum(t["action"] == "present" for t in plan.templates)),
-                   "mixed": "%d disk(s) stay on shared storage, %d will be copied" % (len(plan.shared), len(plan.copy))}
-        stale = ("; %d file(s) an interrupted run of this migration left (%s) will be removed first"
-                 % (len(plan.stale), ", ".join(plan.stale))) if plan.stale else ""
-        self.report.add("storage", PASS, "storage %s: %s; the destination has room%s"
-                        % (plan.mode, summary[plan.mode], stale), space=space, plan=plan.as_dict())
-
-    def _network(self):
-        req = self.request
-        if self.offline:
-            self.report.add("network", SKIP, "offline: the disks and the definition travel over the libvirt "
-                            "connection, not the migration ports")
-            return
-        if urlparse(self.source.uri).hostname:
-            self.report.add("network", SKIP, "the module runs away from the source host (uri %s); run it on the "
-                            "source to check the migration data path" % self.source.uri)
-            return
-        problems, notes = [], []
-        targets = []
-        if req.migrate_uri:
-            targets.append(("migrate_uri", urlparse(req.migrate_uri).hostname or req.migrate_uri))
-        else:
-            targets.append(("destination hostname", self.dest.hostname()))
-        if req.disks_uri:
-            targets.append(("disks_uri", urlparse(req.disks_uri).hostname or req.disks_uri))
-        checked = set()
-        for label, host in targets:
-            address, error = resolve(host)
-            if error:
-                problems.append("the %s %s does not resolve on the source (%s)" % (label, host, error))
-                continue
-            if ipaddress.ip_address(address).is_loopback:
-                problems.append("the %s %s resolves to %s, a loopback address, on the source" % (label, host, address))
-                continue
-            notes.append("%s %s -> %s" % (label, host, address))
-            if address in checked:
-                continue
-            checked.add(address)
-            for port in MIGRATION_PORTS:
-                reachable, why = probe_port(address, port)
-                if not reachable:
-                    problems.append("port %d on %s (%s) is not reachable from the source: %s" % (port, host, address, why))
-        if problems:
-            self.report.add("network", FAIL, "; ".join(problems),
-                            "open 49152-49215/tcp on the destination's firewall (firewall-cmd --add-port); make the "
-                            "destination's name resolve on the source, set migration_host in its qemu.conf, or "
-                            "pass migrate_uri/disks_uri with its address")
-        else:
-            self.report.add("network", PASS, "migration data path open: %s; ports %s reachable"
-                            % (", ".join(notes), ", ".join(map(str, MIGRATION_PORTS))))
-
-
-def _done_fraction(stats):
-    total = stats.get("data_total") or 0
-    return (stats.get("data_processed", 0) / float(total)) if total else 0.0
-
-
-def _attr(value):
-    return escape(str(value), {"'": "&apos;", '"': "&quot;"})
-
-
-def offline_record_xml(source_host_uuid, source_uri, images):
-    """The record an offline move writes into the destination's definition: where the domain came from, and
-    each copied image's size, modification time and sha256 on the source."""
-    parts = ["<move source_host_uuid='%s' source_uri='%s' at='%d'>"
-             % (_attr(source_host_uuid), _attr(source_uri), int(time.time()))]
-    for image in images:
-        parts.append("<image path='%s' size='%d' mtime='%s' sha256='%s'/>"
-                     % (_attr(image["path"]), image["size"], _attr(image["mtime"]), _attr(image["sha256"])))
-    parts.append("</move>")
-    return "".join(parts)
-
-
-def read_offline_record(dom):
-    """The offline move record of a domain's persistent definition, as a dict, or None."""
-    try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OFFLINE_RECORD_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-    except Exception as exc:
-        if is_error(exc, "VIR_ERR_NO_DOMAIN_METADATA", "VIR_ERR_ARGUMENT_UNSUPPORTED", "VIR_ERR_NO_SUPPORT"):
-            return None
-        with libvirt_errors("read the metadata of %s" % dom.name()):
-            raise
-    root = ET.fromstring(text)
-    return {
-        "source_host_uuid": root.get("source_host_uuid"),
-        "source_uri": root.get("source_uri"),
-        "at": int(root.get("at") or 0),
-        "images": [{"path": i.get("path"), "size": int(i.get("size") or 0), "mtime": i.get("mtime") or "",
-                    "sha256": i.get("sha256")} for i in root.iter() if i.tag.rsplit("}", 1)[-1] == "image"],
-    }
-
 
 def describe_cpu_model(cpu_xml):
     return _cpu.describe_cpu(cpu_xml)["model"]
-
-
-def resolve(host):
-    """(address, None) or (None, reason), as the source host resolves `host`."""
-    try:
-        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        return None, exc.strerror
-    return infos[0][4][0], None
-
-
-def probe_port(address, port, timeout=PORT_TIMEOUT):
-    """(True, note) if a TCP connection reaches the host's port (accepted, or refused because nothing
-    listens yet); (False, reason) if a firewall or the network stops it."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((address, port))
-        return True, "open"
-    except ConnectionRefusedError:
-        return True, "closed (nothing listens until a migration starts)"
-    except socket.timeout:
-        return False, "no answer within %.0f s (filtered)" % timeout
-    except OSError as exc:
-        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
-            return False, "%s (rejected by a firewall)" % os.strerror(exc.errno)
-        return False, os.strerror(exc.errno) if exc.errno else str(exc)
-    finally:
-        sock.close()

@@ -185,13 +185,7 @@ def run_module(module):
     if not hosts and not inputs:
         raise InvalidRequest("There is no CPU to compute a baseline of: hosts and cpus are both empty",
                              hint="list the hypervisors' URIs in hosts, or CPU definitions in cpus")
-    if len(archs) > 1:
-        raise InvalidRequest("A baseline needs CPUs of one architecture; these differ: %s"
-                             % "; ".join("%s: %s" % (a, ", ".join(w)) for a, w in sorted(archs.items())),
-                             hint="compute one baseline per architecture; a guest cannot migrate between them")
-    if archs and arch not in archs:
-        raise InvalidRequest("The CPUs are %s, but the baseline is asked for %s" % (next(iter(archs)), arch),
-                             hint="set arch to the CPUs' architecture, or leave it out")
+    _cpu.check_one_arch(archs, arch)
     for host in hosts:
         host["cpu_xml"] = _cpu.host_model_cpu(host["client"], arch, virttype)
     inputs = [h["cpu_xml"] for h in hosts] + inputs
@@ -207,17 +201,7 @@ def run_module(module):
     if domain is not None:
         with libvirt_errors("read the definition of %s" % p["domain"]):
             domain_cpu = _cpu.domain_cpu_xml(domain.XMLDesc(0))
-    report = []
-    for host in hosts:
-        entry = {
-            "uri": host["uri"],
-            "cpu": _cpu.describe_cpu(host["cpu_xml"])["model"],
-            "baseline_runs": _cpu.compare_on_hypervisor(host["client"], baseline_xml, arch, virttype),
-        }
-        if domain is not None:
-            entry["domain_runs"] = (_cpu.compare_on_hypervisor(host["client"], domain_cpu, arch, virttype)
-                                    if domain_cpu else "default model")
-        report.append(entry)
+    report = _cpu.host_report(hosts, baseline_xml, arch, virttype, domain is not None, domain_cpu)
 
     result = {
         "changed": False,

@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Measures the rate at which the running domain O(name) rewrites its memory (C(virDomainStartDirtyRateCalc)) and
     the RAM it has touched.
-  - Given a bandwidth - stated in O(bandwidth), or measured towards O(dest_uri) by a short transfer - it predicts the
+  - Given a bandwidth - stated in O(link_speed), or measured towards O(dest_uri) by a short transfer - it predicts the
     migration before it starts - whether plain pre-copy converges, the estimated total time and downtime, and the
     strategy to use (V(precopy), V(auto_converge), V(postcopy) or V(offline)), with the reasons.
   - The model, with rho = dirty rate / bandwidth - pre-copy converges when rho < 1 (or when the rewritten memory fits
@@ -54,11 +54,13 @@ options:
     type: str
     choices: [auto, page-sampling, dirty-bitmap, dirty-ring]
     default: auto
-  bandwidth:
+  link_speed:
     description:
-      - Bandwidth of the migration in MiB/s, for example the cap the migration will use. Without it, and with
-        O(dest_uri), the bandwidth is measured.
+      - The speed of the migration link in MiB/s (or the cap the migration will use), as in
+        M(kvm.migration.migrate). V(0) - measure it (with O(dest_uri)).
     type: int
+    default: 0
+    aliases: [bandwidth]
   dest_uri:
     description:
       - libvirt URI of the destination, as the source reaches it, to measure the bandwidth.
@@ -83,14 +85,16 @@ options:
       - The downtime allowed at the switch-over, in milliseconds.
     type: int
     default: 300
-  postcopy_allowed:
+  postcopy:
     description:
-      - Whether post-copy may be used (it needs C(vm.unprivileged_userfaultfd=1) on the destination).
-    type: bool
-    default: false
-  auto_converge_allowed:
+      - The O(kvm.migration.migrate#module:postcopy) setting the migration will have; any value but V(off) lets the
+        prediction choose post-copy (it needs C(vm.unprivileged_userfaultfd=1) on the destination).
+    type: str
+    choices: ["off", immediate, on_demand]
+    default: "off"
+  auto_converge:
     description:
-      - Whether auto-converge (throttling the guest's vCPUs) may be used.
+      - Whether auto-converge (throttling the guest's vCPUs) may be used, as O(kvm.migration.migrate#module:auto_converge).
     type: bool
     default: true
 """
@@ -99,14 +103,14 @@ EXAMPLES = r"""
 - name: Will db01 converge at 1 Gbit/s?
   kvm.migration.dirtyrate:
     name: db01
-    bandwidth: 110
+    link_speed: 110
   register: rate
 
 - name: Measure the link to hv2 too, and allow post-copy
   kvm.migration.dirtyrate:
     name: db01
     dest_uri: qemu+ssh://hv2/system
-    postcopy_allowed: true
+    postcopy: on_demand
   register: rate
 
 - name: Say what will happen
@@ -132,7 +136,7 @@ disk_bytes:
   sample: 2097152
 bandwidth:
   description: The bandwidth used for the prediction and where it came from.
-  returned: when O(bandwidth) or O(dest_uri) is given
+  returned: when O(link_speed) or O(dest_uri) is given
   type: dict
   sample: {mib_per_s: 110.0, source: measured, mib: 32, seconds: 0.29}
 prediction:
@@ -143,7 +147,7 @@ prediction:
       way.
     - The estimated total time assumes the guest rewrites all the RAM it has touched, so it is an upper bound
       for a guest that rewrites only part of it.
-  returned: when O(bandwidth) or O(dest_uri) is given
+  returned: when O(link_speed) or O(dest_uri) is given
   type: dict
   sample: {converges: false, strategy: auto_converge, rho: 1.5, estimated_total_s: 41.0, estimated_downtime_ms: 300,
            rounds: 3, certain: true, reasons: ["dirty rate 36.0 MiB/s over bandwidth 24.0 MiB/s: rho = 1.50"]}
@@ -195,8 +199,8 @@ def run_module(module):
             if disk.is_local_image:
                 with libvirt_errors("read the size of disk %s" % disk.target):
                     result["disk_bytes"] += domain.blockInfo(disk.target)[1]
-    if p["bandwidth"]:
-        result["bandwidth"] = {"mib_per_s": float(p["bandwidth"]), "source": "stated"}
+    if p["link_speed"]:
+        result["bandwidth"] = {"mib_per_s": float(p["link_speed"]), "source": "stated"}
     elif p["dest_uri"]:
         stager = VolumeStager(module.client(p["dest_uri"], role="destination"))
         try:
@@ -205,7 +209,7 @@ def run_module(module):
                                            source="measured")
             except _measure.NoRoomToMeasure as exc:
                 raise InvalidRequest("Cannot measure the bandwidth: %s" % exc,
-                                     hint="lower measure_mib, give scratch_dir with room, or state bandwidth")
+                                     hint="lower measure_mib, give scratch_dir with room, or state link_speed")
         finally:
             stager.close()
     if "bandwidth" in result:
@@ -215,8 +219,8 @@ def run_module(module):
             bandwidth=result["bandwidth"]["mib_per_s"] * MIB,
             disk_bytes=result["disk_bytes"],
             max_downtime=p["max_downtime"] / 1000.0,
-            postcopy_allowed=p["postcopy_allowed"],
-            auto_converge_allowed=p["auto_converge_allowed"],
+            postcopy_allowed=p["postcopy"] != "off",
+            auto_converge_allowed=p["auto_converge"],
         )
         result["prediction"] = predict(workload).as_dict()
     module.exit_json(**result)
@@ -229,14 +233,14 @@ def main():
             "period": {"type": "int", "default": 1},
             "samples": {"type": "int", "default": 3},
             "mode": {"type": "str", "default": "auto", "choices": ["auto", "page-sampling", "dirty-bitmap", "dirty-ring"]},
-            "bandwidth": {"type": "int"},
+            "link_speed": {"type": "int", "default": 0, "aliases": ["bandwidth"]},
             "dest_uri": {"type": "str"},
             "measure_mib": {"type": "int", "default": 32},
             "scratch_dir": {"type": "path", "default": "/var/lib/libvirt/images"},
             "include_disks": {"type": "bool", "default": True},
             "max_downtime": {"type": "int", "default": 300},
-            "postcopy_allowed": {"type": "bool", "default": False},
-            "auto_converge_allowed": {"type": "bool", "default": True},
+            "postcopy": {"type": "str", "default": "off", "choices": ["off", "immediate", "on_demand"]},
+            "auto_converge": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )

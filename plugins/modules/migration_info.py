@@ -25,9 +25,8 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - Name of the domain.
+      - Name of the domain. Without it, only the host is reported (for example its libvirt host UUID).
     type: str
-    required: true
 """
 
 EXAMPLES = r"""
@@ -35,6 +34,10 @@ EXAMPLES = r"""
   kvm.migration.migration_info:
     name: web01
   register: web01
+
+- name: Read this host's libvirt host UUID
+  kvm.migration.migration_info:
+  register: hv
 
 - name: Poll the migration job on the source while it runs
   kvm.migration.migration_info:
@@ -48,13 +51,13 @@ EXAMPLES = r"""
 RETURN = r"""
 exists:
   description: Whether a domain of that name is defined or running on the host.
-  returned: always
+  returned: when O(name) is given
   type: bool
   sample: true
 domain:
   description: The domain's C(state) (V(absent), V(running), V(paused), V(shutoff), ...), C(active),
     C(persistent) and C(uuid).
-  returned: always
+  returned: when O(name) is given
   type: dict
   sample: {state: running, active: true, persistent: true, uuid: 0b7d6c3e-1f4a-4c55-9a43-6a1f3c2e9d10}
 host:
@@ -66,45 +69,32 @@ job:
   description:
     - The job running on the domain. C(type) is V(none) when there is none. C(percent) is the share of the
       data processed so far; C(stats) holds libvirt's raw job statistics.
-  returned: always
+  returned: when O(name) is given
   type: dict
   sample: {type: unbounded, percent: 42.5, stats: {time_elapsed: 5020, data_processed: 120586240, data_remaining: 163053568}}
 """
 
-from ansible_collections.kvm.migration.plugins.module_utils._domain import describe
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._domain import describe, job_report
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
 from ansible_collections.kvm.migration.plugins.module_utils._options import check_domain_name
 
-JOB_TYPES = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
-
-
-def job_report(domain):
-    if domain is None or not domain.isActive():
-        return {"type": "none", "stats": {}}
-    with libvirt_errors("read the job of %s" % domain.name()):
-        stats = domain.jobStats(0)
-    job = {"type": JOB_TYPES.get(stats.get("type", 0), "unknown"),
-           "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "type"}}
-    total = stats.get("data_total") or 0
-    if total:
-        job["percent"] = round(100.0 * (total - stats.get("data_remaining", 0)) / total, 1)
-    return job
-
-
 def run_module(module):
-    check_domain_name("name", module.params["name"])
+    name = module.params["name"]
+    if name is not None:
+        check_domain_name("name", name)
     client = module.client()
-    domain = client.lookup_domain(module.params["name"])
     host = {"host_uuid": client.host_uuid(), "hostname": client.hostname()}
     host.update(client.versions())
+    if name is None:
+        module.exit_json(changed=False, host=host)
+    domain = client.lookup_domain(name)
     module.exit_json(changed=False, exists=domain is not None, domain=describe(domain), host=host,
                      job=job_report(domain))
 
 
 def main():
     module = LibvirtModule(
-        argument_spec={"name": {"type": "str", "required": True}},
+        argument_spec={"name": {"type": "str"}},
         supports_check_mode=True,
     )
     module.run(run_module)

@@ -118,87 +118,53 @@ exportfs:
 import os
 
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
-from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
-from ansible_collections.kvm.migration.plugins.module_utils._nfs import find_line, render_line, validate_export
+from ansible_collections.kvm.migration.plugins.module_utils._module import CollectionModule
+from ansible_collections.kvm.migration.plugins.module_utils._nfs import (
+    apply_exports,
+    desired_content,
+    exports_file,
+    render_line,
+    validate_export,
+)
 from ansible_collections.kvm.migration.plugins.module_utils._options import check_file_name
-
-HEADER = "# Managed by kvm.migration.nfs_share - local changes are overwritten.\n"
-
-
-def desired_content(p, current, line):
-    if p["exports_file"]:
-        lines = current.splitlines()
-        index = find_line(current, p["path"])
-        if p["state"] == "absent":
-            if index is not None:
-                del lines[index]
-        elif index is None:
-            lines.append(line)
-        else:
-            lines[index] = line
-        return "\n".join(lines) + "\n" if lines else ""
-    return HEADER + line + "\n" if p["state"] == "present" else None
 
 
 def run_module(module):
     p = module.params
     path = p["path"].rstrip("/") or "/"
-    p["path"] = path
+    present = p["state"] == "present"
     line = ""
-    if p["state"] == "present":
+    if present:
         clients = validate_export(path, p["clients"], p["allow_any_client"])
         if not os.path.isdir(path):
             raise InvalidRequest("Export path %s does not exist (or is not a directory)" % path,
                                  hint="create it first, for example with ansible.builtin.file")
         line = render_line(path, clients)
     name = p["name"] or path.strip("/").replace("/", "-") or "root"
-    # The file stays in /etc/exports.d: a name with '/' or '..' is refused, not followed.
     check_file_name("name", name)
-    target = p["exports_file"] or "/etc/exports.d/%s.exports" % name
+    target = exports_file(name, path, p["exports_file"])
     exists = os.path.exists(target)
     current = open(target).read() if exists else ""
-    wanted = desired_content(p, current, line)
+    wanted = desired_content(current, path, line, present, shared_file=bool(p["exports_file"]))
     changed = (wanted is None and exists) or (wanted is not None and wanted != current)
     result = {"changed": changed, "file": target, "line": line}
     if module.diff_mode:
         result["diff"] = {"before": current, "after": wanted or "", "before_header": target, "after_header": target}
     if not changed or module.check_mode:
         module.exit_json(**result)
-
     exportfs = module.module.get_bin_path("exportfs") if p["apply"] else None
     if p["apply"] and not exportfs:
         raise OperationFailed("exportfs is not installed on this host",
                               hint="install nfs-kernel-server (Debian/Ubuntu) or nfs-utils (RHEL/Fedora)")
-    write(module, target, wanted)
-    if p["apply"]:
-        rc, out, err = module.module.run_command([exportfs, "-ra"])
-        if rc != 0:
-            # Put the exports back as they were: a failed apply must not leave a half-made export behind.
-            write(module, target, current if exists else None)
-            raise OperationFailed(
-                "exportfs -ra failed (rc=%d) after writing %s, which was restored: %s"
-                % (rc, target, (err or out).strip()),
-                hint="is the NFS server installed and running? (systemctl status nfs-server; on a kernel without nfsd "
-                     "it cannot run)")
-        result["exportfs"] = (out + err).strip()
+    runner = (lambda: module.module.run_command([exportfs, "-ra"])) if exportfs else None
+    output = apply_exports(target, wanted, current if exists else None, module.module.atomic_move, runner)
+    if output is not None:
+        result["exportfs"] = output
     module.exit_json(**result)
 
 
-def write(module, target, content):
-    if content is None:
-        if os.path.exists(target):
-            os.unlink(target)
-        return
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = "%s.kvm-migration.tmp" % target
-    with open(tmp, "w") as handle:
-        handle.write(content)
-    os.chmod(tmp, 0o644)
-    module.module.atomic_move(tmp, target)
-
-
 def main():
-    module = LibvirtModule(
+    module = CollectionModule(
         argument_spec={
             "path": {"type": "path", "required": True},
             "clients": {
@@ -214,7 +180,6 @@ def main():
             "allow_any_client": {"type": "bool", "default": False},
             "apply": {"type": "bool", "default": True},
         },
-        common=False,
         supports_check_mode=True,
     )
     module.run(run_module)

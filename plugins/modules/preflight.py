@@ -155,13 +155,7 @@ def run_module(module):
     request.validate()  # before any connection: bad input changes nothing anywhere
     source = module.client(role="source")
     dest = module.client(request.dest_uri, role="destination", connect=False)
-    migration = Migration(source, dest, request)
-    try:
-        report, _located = migration.preflight()
-    finally:
-        # Read-only: neither host keeps a pool the checks opened.
-        migration.stager.close()
-        migration.source_stager.close()
+    report = Migration(source, dest, request).check()
     if report.verdict == "fail" and module.params["fail_on_blockers"]:
         raise PreflightFailed(request.name, request.dest_uri, report)
     module.exit_json(changed=False, **report.as_dict())

@@ -40,7 +40,7 @@ def assert_alive_on_destination(vm):
 
 
 def test_dirty_rate_and_prediction(lab, ansible, busy):
-    capped = dirtyrate(ansible, busy.name, bandwidth=20)
+    capped = dirtyrate(ansible, busy.name, bandwidth=20)  # the alias of link_speed
     assert capped["changed"] is False
     assert capped["dirty_rate"]["mode"] == "page-sampling"
     assert 20 <= capped["dirty_rate"]["mib_per_s"] <= 60, capped["dirty_rate"]
@@ -49,8 +49,8 @@ def test_dirty_rate_and_prediction(lab, ansible, busy):
     prediction = capped["prediction"]
     assert prediction["converges"] is False and prediction["strategy"] == "auto_converge"
     assert prediction["rho"] > 1 and prediction["reasons"]
-    assert dirtyrate(ansible, busy.name, bandwidth=20, postcopy_allowed=True)["prediction"]["strategy"] == "postcopy"
-    wide = dirtyrate(ansible, busy.name, bandwidth=1000)
+    assert dirtyrate(ansible, busy.name, link_speed=20, postcopy="on_demand")["prediction"]["strategy"] == "postcopy"
+    wide = dirtyrate(ansible, busy.name, link_speed=1000)
     assert wide["prediction"]["converges"] is True and wide["prediction"]["strategy"] == "precopy"
     measured = dirtyrate(ansible, busy.name, dest_uri=DEST_URI, measure_mib=16)
     assert measured["bandwidth"]["source"] == "measured" and measured["bandwidth"]["mib_per_s"] > 0

@@ -6,6 +6,7 @@ place only fails here."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -24,13 +25,33 @@ ROLE = ROOT / "roles" / "live_migration"
 TRANSFORMED = {"source_cleanup", "postcopy", "auto_converge", "migrate_uri", "disks_uri", "tls"}
 
 
-@pytest.fixture(scope="module")
-def module_options():
+@functools.lru_cache(maxsize=None)
+def documented_options(module):
     env = dict(os.environ)
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / "build" / "collections"))
     out = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "--json",
-                          "kvm.migration.migrate"], env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)["kvm.migration.migrate"]["doc"]["options"]
+                          "kvm.migration." + module], env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["kvm.migration." + module]["doc"]["options"]
+
+
+@pytest.fixture(scope="module")
+def module_options():
+    return documented_options("migrate")
+
+
+# What the prediction (dirtyrate) and the migration (migrate) both take: one name, one type, the same choices.
+SHARED_WITH_DIRTYRATE = ("link_speed", "postcopy", "auto_converge", "max_downtime", "measure_mib", "dest_uri")
+
+
+@pytest.mark.parametrize("option", SHARED_WITH_DIRTYRATE)
+def test_dirtyrate_and_migrate_name_the_same_concepts_alike(module_options, option):
+    dirtyrate = documented_options("dirtyrate")
+    assert option in dirtyrate, f"dirtyrate has no {option} option"
+    ours, theirs = dirtyrate[option], module_options[option]
+    assert ours.get("type", "str") == theirs.get("type", "str"), (option, ours.get("type"), theirs.get("type"))
+    assert ours.get("choices") == theirs.get("choices"), (option, ours.get("choices"), theirs.get("choices"))
+    if theirs.get("default") is not None:
+        assert ours.get("default") == theirs["default"], (option, ours.get("default"), theirs["default"])
 
 
 def forwarded():

@@ -70,3 +70,15 @@ def test_domain_cpu_xml():
     assert _cpu.domain_cpu_xml("<domain><name>x</name></domain>") is None
     xml = _cpu.domain_cpu_xml("<domain><cpu mode='host-model'/></domain>")
     assert _cpu.describe_cpu(xml)["mode"] == "host-model"
+
+
+def test_a_baseline_takes_cpus_of_the_one_architecture_asked_for():
+    from ansible_collections.kvm.migration.plugins.module_utils._cpu import check_one_arch
+    from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
+
+    check_one_arch({"x86_64": ["qemu+ssh://hv1/system", "cpus[0]"]}, "x86_64")
+    check_one_arch({}, "x86_64")
+    with pytest.raises(InvalidRequest, match=r"these differ: aarch64: cpus\[1\]; x86_64: qemu\+ssh://hv1/system"):
+        check_one_arch({"x86_64": ["qemu+ssh://hv1/system"], "aarch64": ["cpus[1]"]}, "x86_64")
+    with pytest.raises(InvalidRequest, match="The CPUs are aarch64, but the baseline is asked for x86_64"):
+        check_one_arch({"aarch64": ["cpus[0]"]}, "x86_64")

@@ -102,3 +102,19 @@ def test_firmware_variable_store_and_emulated_tpm_are_read():
     bios = DomainSpec.from_xml("<domain type='qemu'><name>b</name><memory>1024</memory><os><type>hvm</type></os>"
                                "<devices/></domain>")
     assert (bios.loader, bios.nvram, bios.tpm_emulator) == ("", "", False)
+
+
+def test_job_report_gives_type_and_percent_done():
+    from types import SimpleNamespace
+
+    from ansible_collections.kvm.migration.plugins.module_utils._domain import job_report
+
+    # A stand-in domain: the test driver has no job statistics (real jobs are read in tests/integration).
+    running = SimpleNamespace(isActive=lambda: True, name=lambda: "vm1",
+                              jobStats=lambda _f: {"type": 2, "data_total": 400, "data_remaining": 100,
+                                                   "time_elapsed": 5, "disk_bps": 1.5, "note": "x"})
+    assert job_report(running) == {"type": "unbounded", "percent": 75.0,
+                                   "stats": {"data_total": 400, "data_remaining": 100, "time_elapsed": 5,
+                                             "disk_bps": 1.5}}
+    assert job_report(None) == {"type": "none", "stats": {}}
+    assert job_report(SimpleNamespace(isActive=lambda: False)) == {"type": "none", "stats": {}}

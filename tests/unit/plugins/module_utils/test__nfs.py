@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
+
 import pytest
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest
+from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
 from ansible_collections.kvm.migration.plugins.module_utils._nfs import (
     client_kind,
     find_line,
@@ -67,3 +69,43 @@ def test_render_and_find():
     assert find_line(text, "/export/vm") == 2
     assert find_line(text, "/export") is None
     assert find_line('"/export/vm" h(rw)\n', "/export/vm") == 0
+
+
+def test_a_shared_exports_file_changes_only_its_line():
+    from ansible_collections.kvm.migration.plugins.module_utils._nfs import desired_content
+
+    current = "# site exports\n/srv/a h1(rw)\n/srv/vm old(ro)\n"
+    assert desired_content(current, "/srv/vm", "/srv/vm h2(rw)", True, shared_file=True) == \
+        "# site exports\n/srv/a h1(rw)\n/srv/vm h2(rw)\n"
+    assert desired_content(current, "/srv/vm", "", False, shared_file=True) == "# site exports\n/srv/a h1(rw)\n"
+    assert desired_content("", "/srv/vm", "/srv/vm h2(rw)", True, shared_file=False).endswith("/srv/vm h2(rw)\n")
+    assert desired_content("x", "/srv/vm", "", False, shared_file=False) is None
+
+
+def test_a_failed_exportfs_puts_the_file_back(tmp_path):
+    from ansible_collections.kvm.migration.plugins.module_utils._errors import OperationFailed
+    from ansible_collections.kvm.migration.plugins.module_utils._nfs import apply_exports
+
+    target = tmp_path / "exports.d" / "vm.exports"
+    target.parent.mkdir()
+    target.write_text("before\n")
+    with pytest.raises(OperationFailed, match=r"exportfs -ra failed \(rc=1\).*restored: nfsd not running"):
+        apply_exports(str(target), "after\n", "before\n", os.replace, lambda: (1, "", "nfsd not running"))
+    assert target.read_text() == "before\n"
+    fresh = tmp_path / "exports.d" / "new.exports"
+    with pytest.raises(OperationFailed):
+        apply_exports(str(fresh), "after\n", None, os.replace, lambda: (1, "", "no"))
+    assert not fresh.exists()
+    assert apply_exports(str(fresh), "after\n", None, os.replace, lambda: (0, "ok", "")) == "ok"
+    assert fresh.read_text() == "after\n"
+
+
+def test_the_nfs_code_does_not_load_the_libvirt_layer():
+    import subprocess
+    import sys
+
+    code = ("import sys; import ansible_collections.kvm.migration.plugins.module_utils._nfs; "
+            "print(sorted(m for m in sys.modules if m.endswith(('._libvirt', '._module')) or m == 'libvirt'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout
+    assert out.strip() == "[]"
