@@ -25,7 +25,7 @@ SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard -- galaxy.yml 
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(ROOT)/tests/ansible.cfg
-export PYTHONPATH := $(ROOT)/tests/lab:$(COLLECTIONS)
+export PYTHONPATH := $(COLLECTIONS)
 export PATH := $(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -53,10 +53,12 @@ $(BUILD)/.apt:
 	@touch $@
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt tests/requirements.txt | $(BUILD)/.apt
+$(VENV)/.installed: requirements.txt tests/requirements.txt tests/lab/pyproject.toml | $(BUILD)/.apt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r tests/requirements.txt
+	# The lab tool, editable: one way to import it for the tests, the demo, the benchmarks and molecule.
+	$(PY) -m pip install -q -e tests/lab
 	@touch $@
 
 collections: $(COLLECTIONS)/.deps
@@ -78,7 +80,7 @@ lab-up: deps
 	$(PY) -m kvmlab up $(LAB_ARGS)
 
 lab-down:
-	@if [ -x $(PY) ]; then $(PY) -m kvmlab down; else python3 -m kvmlab down; fi
+	@if [ -x $(VENV)/bin/kvmlab ]; then $(VENV)/bin/kvmlab down; else cd tests/lab && python3 -m kvmlab down; fi
 
 lab-status:
 	$(PY) -m kvmlab status

@@ -1,7 +1,7 @@
 """Migration benchmark: kvm.migration (strategy auto) against plain `virsh migrate --live --copy-storage-all`,
 in the lab, with the link shaped to fixed rates and the test guest dirtying memory at fractions of the link.
 
-    make bench            (or: PYTHONPATH=tests/lab .venv/bin/python bench/migration_bench.py)
+    make bench            (or: .venv/bin/python bench/migration_bench.py)
 
 For every (link, dirty rate) pair it records, for both tools: success, wall and job time, the lower bound
 (RAM and disk bytes actually sent / bandwidth), downtime, and for ours the prediction made before starting.
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "build" / "collections"))  # make bench installs the collection there
 

@@ -2,7 +2,7 @@
 shut-off VM - `virsh migrate --offline --persistent --undefinesource`, which moves only the definition, plus `scp`
 of the image between the hosts.
 
-    make bench-offline   (or: PYTHONPATH=tests/lab .venv/bin/python bench/offline_bench.py)
+    make bench-offline   (or: .venv/bin/python bench/offline_bench.py)
 
 The guest's qcow2 disk is filled with DATA_MIB of data before it moves.  For every link it records the time of
 each tool against the lower bound (the image's bytes / link rate), ours with and without the sha256 read-back,
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from helpers import Ansible  # noqa: E402

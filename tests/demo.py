@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
 
 from kvmlab.guestops import LabGuest  # noqa: E402
 from kvmlab.lab import Lab, LabError  # noqa: E402
@@ -92,7 +91,7 @@ def main() -> int:
         if args.keep:
             banner("The lab keeps running (make lab-down removes it)")
             print(f"  inventory: {lab.inventory_path}")
-            print(f"  a shell:   {sys.executable} -m kvmlab ssh {DST}   (PYTHONPATH=tests/lab)")
+            print(f"  a shell:   {sys.executable} -m kvmlab ssh {DST}")
         else:
             banner("6. Tearing the lab down")
             lab.down()

@@ -78,6 +78,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._domain import descr
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
 from ansible_collections.kvm.migration.plugins.module_utils._options import check_domain_name
 
+
 def run_module(module):
     name = module.params["name"]
     if name is not None:
