@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -40,15 +41,26 @@ BASE_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "sudo",
     "ca-certificates", "procps", "less", "netbase",
 ]
-# What a "ready" hypervisor has on top (a bare host gets these from the host-preparation role).
-HYPERVISOR_PACKAGES = [
-    "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils", "firewalld",
-    "python3-libvirt", "python3-lxml", "openssh-client", "rsync",
-]
-# Ports a ready host opens: libvirt tcp, tls and the QEMU migration/NBD range.
-READY_PORTS = ["16509/tcp", "16514/tcp", "49152-49215/tcp"]
+# The collection whose hypervisor_prep role makes a bare host "ready": this lab lives in its repository.
+REPO = Path(__file__).resolve().parents[3]
+PREPARE_PLAYBOOK = REPO / "playbooks" / "prepare_hosts.yml"
+PREPARE_ROLE = REPO / "roles" / "hypervisor_prep"
+# How the role prepares the ready template.  The lab's bridge is a trusted private network: plain tcp without
+# authentication (the role allows it only when told so).  Host UUIDs and root SSH trust are per host, so the lab
+# gives them to each host at start instead; the hosts' /proc/sys is read-only, so the lab sets the post-copy
+# sysctl from outside.
+READY_ROLE_VARS = {
+    "hypervisor_prep_transport": "tcp",
+    "hypervisor_prep_tcp_auth": "none",
+    "hypervisor_prep_tcp_allow_unauthenticated": True,
+    "hypervisor_prep_firewall_install": True,
+    "hypervisor_prep_host_uuid": "keep",
+    "hypervisor_prep_ssh_trust": False,
+    "hypervisor_prep_postcopy": False,
+    "hypervisor_prep_packages_extra": ["rsync"],
+}
 # Bump when the template recipe changes, so cached templates are rebuilt.
-TEMPLATE_RECIPE = "5"
+TEMPLATE_RECIPE = "6"
 PROFILES = ("bare", "ready")
 # Where the shared directory appears in every host.
 SHARED_IN_HOST = "/srv/shared"
@@ -250,14 +262,15 @@ class Lab:
     # ------------------------------------------------------------------ templates
     def template(self, suite: str, profile: str) -> Path:
         """Return a cached root filesystem for suite+profile, building it if needed."""
-        digest = hashlib.sha256(
-            json.dumps([TEMPLATE_RECIPE, suite, MIRROR, BASE_PACKAGES, HYPERVISOR_PACKAGES, READY_PORTS]).encode()
-        ).hexdigest()[:12]
+        recipe = [TEMPLATE_RECIPE, suite, MIRROR, BASE_PACKAGES]
+        if profile == "ready":
+            recipe += [READY_ROLE_VARS, _tree_digest(PREPARE_ROLE), _tree_digest(PREPARE_PLAYBOOK)]
+        digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
         dest = self.cache / "templates" / f"{suite}-{profile}-{digest}"
         if (dest / ".complete").exists():
             return dest / "rootfs"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest.parent.glob(f"{suite}-{profile}-*"):
+        for stale in [*dest.parent.glob(f"{suite}-{profile}-*"), *dest.parent.glob(f".build-{suite}-{profile}-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = dest.parent / f".build-{suite}-{profile}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -269,9 +282,8 @@ class Lab:
             self._configure_base(tmp / "rootfs", suite)
         else:
             base = self.template(suite, "bare")
-            log(f"building the ready {suite} template (hypervisor packages)")
-            run(["cp", "-a", str(base), str(tmp / "rootfs")])
-            self._install_hypervisor(tmp / "rootfs")
+            log(f"building the ready {suite} template: the collection's hypervisor_prep role on a bare host")
+            self._prepare_with_role(suite, base, tmp / "rootfs")
         (tmp / ".complete").write_text(time.strftime("%FT%T"))
         tmp.rename(dest)
         log(f"template {dest.name} built in {time.monotonic() - t0:.0f} s")
@@ -309,28 +321,47 @@ rm -rf /var/lib/apt/lists/*
 """
         _chroot(rootfs, script)
 
-    def _install_hypervisor(self, rootfs: Path) -> None:
-        script = f"""
-set -e
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends {' '.join(HYPERVISOR_PACKAGES)}
-apt-get clean
-rm -rf /var/lib/apt/lists/*
-systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket firewalld.service
-"""
-        _chroot(rootfs, script, policy_rc=True)
-        # The lab's bridge is a trusted private network: plain tcp without auth, as lab-facts measured.
-        conf = rootfs / "etc/libvirt/libvirtd.conf"
-        conf.write_text(conf.read_text() + '\n# kvm-migration lab: trusted private bridge\nauth_tcp = "none"\n')
-        zone_src = rootfs / "usr/lib/firewalld/zones/public.xml"
-        zone = zone_src.read_text()
-        ports = "".join(
-            '  <port protocol="{1}" port="{0}"/>\n'.format(*p.split("/")) for p in READY_PORTS
-        )
-        zone = zone.replace("</zone>", ports + "</zone>")
-        (rootfs / "etc/firewalld/zones").mkdir(parents=True, exist_ok=True)
-        (rootfs / "etc/firewalld/zones/public.xml").write_text(zone)
+    def _prepare_with_role(self, suite: str, bare: Path, rootfs: Path) -> None:
+        """Boot one bare host, run the collection's own hypervisor_prep role on it (through the prepare_hosts
+        playbook, as an operator would), stop it and keep its root filesystem, minus what is per host."""
+        playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+        if not playbook_bin.exists() or not PREPARE_PLAYBOOK.exists():
+            raise LabError(f"a ready template needs ansible-playbook next to {sys.executable} and the collection's "
+                           f"{PREPARE_PLAYBOOK}; run `make install` (or use --profile bare)")
+        builder = Host(name=HOST_NAMES[0], ip=str(NETWORK.network_address + FIRST_HOST_OCTET), profile="bare")
+        self.hosts, self.suite = [builder], suite
+        self._save()
+        try:
+            self._make_bridge()
+            self._start_proxy()
+            self._make_ssh_keys()
+            self.shared_dir.mkdir(parents=True, exist_ok=True)
+            self._prepare_host(builder, bare)
+            self._write_known_hosts()
+            self._boot(builder)
+            self._save()
+            self._wait_ready(builder)
+            self._write_inventory()
+            env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+            env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / "build" / "collections"))
+            proc = subprocess.run(
+                [str(playbook_bin), "-i", str(self.inventory_path), str(PREPARE_PLAYBOOK),
+                 "-e", json.dumps(READY_ROLE_VARS)],
+                capture_output=True, text=True, env=env, timeout=1800, check=False)
+            (self.cache / "templates" / f"ready-{suite}-prepare.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                raise LabError(f"hypervisor_prep failed on the template's host (rc={proc.returncode}):\n"
+                               + (proc.stdout + proc.stderr)[-4000:])
+            # A clean shutdown, so the daemons' state on disk is consistent; the overlay stays mounted.
+            os.kill(builder.nspawn_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _alive(builder.nspawn_pid):
+                time.sleep(0.2)
+            self._kill_controller_ssh()
+            run(["cp", "-a", str(builder.root), str(rootfs)])
+        finally:
+            self.down(quiet=True)
+        _forget_host_identity(rootfs)
 
     # ------------------------------------------------------------------ per host
     def _prepare_host(self, h: Host, template: Path) -> None:
@@ -361,7 +392,8 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
             shutil.copy(self.key_path.with_suffix(".pub"), ssh / "id_ed25519.pub")
             os.chmod(ssh / "id_ed25519", 0o600)
             conf = r / "etc/libvirt/libvirtd.conf"
-            conf.write_text(conf.read_text() + f'host_uuid = "{uuid.uuid4()}"\n')
+            kept = [line for line in conf.read_text().splitlines() if not line.lstrip().startswith("host_uuid")]
+            conf.write_text("\n".join(kept + [f'host_uuid = "{uuid.uuid4()}"']) + "\n")
 
     def _write_known_hosts(self) -> None:
         lines = []
@@ -507,6 +539,33 @@ systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvir
 
 
 # ---------------------------------------------------------------------- helpers
+def _tree_digest(path: Path) -> str:
+    """sha256 over the names and contents of the files under `path` (or of the file itself)."""
+    sha = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        sha.update(str(f.relative_to(path.parent)).encode() + b"\0" + f.read_bytes())
+    return sha.hexdigest()
+
+
+def _forget_host_identity(rootfs: Path) -> None:
+    """What a booted host made its own, removed so every host started from the template gets its own: machine
+    id, SSH host keys, root's keys, logs, caches."""
+    (rootfs / "etc/machine-id").write_text("")
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+    for sub in ("root/.ssh", "root/.ansible", "var/log/journal", "var/lib/apt/lists", "tmp", "var/tmp"):
+        target = rootfs / sub
+        if target.is_dir():
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
 def _require_tools() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (it creates a bridge, mounts and containers)")
