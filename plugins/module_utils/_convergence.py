@@ -179,7 +179,7 @@ class Policy:
     completion_action: str = "abort"
     progress_timeout: float = 0.0  # 0: never
     progress_action: str = "abort"
-    downtime_schedule: list = dataclasses.field(default_factory=lambda: [300])
+    downtime_schedule: list = dataclasses.field(default_factory=lambda: [250])
     step_interval: float = 5.0
     postcopy: str = "off"  # off, immediate, on_demand (the capability is on; switch when an action asks)
     switch_when_stalled: bool = False  # auto strategy: at the top of the schedule and still stalled -> post-copy

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import Workload
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._storage import STREAM_CHUNK, VolumeSpec
 
@@ -98,6 +99,22 @@ SCRATCH_MARGIN = 64 * MIB
 
 class NoRoomToMeasure(Exception):
     """The destination has too little free space for the scratch file of a bandwidth measurement."""
+
+
+def guest_workload(touched_bytes, dirty_rate_mib_s, bandwidth_mib_s, disk_bytes, max_downtime_ms, postcopy,
+                   auto_converge):
+    """The prediction's input, the same for dirtyrate and the migration engine: the RAM the guest has touched,
+    its dirty rate and the link in MiB/s, the local disk to copy first, the downtime ceiling in ms, and the
+    migrate options postcopy (any value but off allows it) and auto_converge (only False forbids it)."""
+    return Workload(
+        ram_bytes=touched_bytes,
+        dirty_rate=dirty_rate_mib_s * MIB,
+        bandwidth=(bandwidth_mib_s or 1) * MIB,
+        disk_bytes=disk_bytes,
+        max_downtime=max_downtime_ms / 1000.0,
+        postcopy_allowed=postcopy != "off",
+        auto_converge_allowed=auto_converge is not False,
+    )
 
 
 def bandwidth(dest_stager, directory, mib=32):

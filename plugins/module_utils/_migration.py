@@ -21,13 +21,7 @@ import time
 
 from ansible_collections.kvm.migration.plugins.module_utils import _measure
 from ansible_collections.kvm.migration.plugins.module_utils._arrival import Arrival, summarize
-from ansible_collections.kvm.migration.plugins.module_utils._convergence import (
-    Controller,
-    MIB,
-    Policy,
-    Workload,
-    predict,
-)
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import Controller, Policy, predict
 from ansible_collections.kvm.migration.plugins.module_utils._domain import state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     ConnectionFailed,
@@ -44,7 +38,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._offline import Offl
 from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest, build_plan
 from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight, PreflightFailed
 from ansible_collections.kvm.migration.plugins.module_utils._recovery import Recovery
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeStager
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeGateway
 
 # Re-exported: the modules and tests import the request and the report from the engine.
 __all__ = ["Migration", "MigrationRequest", "summarize"]
@@ -65,8 +59,8 @@ class Migration(Recovery, Arrival, OfflineMove):
         self.source = source
         self.dest = dest
         self.request = request
-        self.stager = VolumeStager(dest)
-        self.source_stager = VolumeStager(source)
+        self.stager = VolumeGateway(dest)
+        self.source_stager = VolumeGateway(source)
         self.progress = []
         self.preflight_retries = []
 
@@ -268,16 +262,10 @@ class Migration(Recovery, Arrival, OfflineMove):
                               chosen="auto-converge", auto_converge=req.auto_converge is not False,
                               note="bandwidth not measured: %s; give link_speed to predict" % exc)
                 return tuning
-        memory = located.spec.memory_kib * 1024
-        workload = Workload(
-            ram_bytes=_measure.touched_ram(dom, memory),
-            dirty_rate=rate["mib_per_s"] * MIB,
-            bandwidth=(bandwidth["mib_per_s"] or 1) * MIB,
-            disk_bytes=sum(a for _t, _v, a in located.storage.copy),
-            max_downtime=tuning["downtime_schedule"][-1] / 1000.0,
-            postcopy_allowed=req.postcopy != "off",
-            auto_converge_allowed=req.auto_converge is not False,
-        )
+        workload = _measure.guest_workload(
+            _measure.touched_ram(dom, located.spec.memory_kib * 1024), rate["mib_per_s"], bandwidth["mib_per_s"],
+            sum(a for _t, _v, a in located.storage.copy), tuning["downtime_schedule"][-1], req.postcopy,
+            req.auto_converge)
         prediction = predict(workload)
         tuning.update(measured={"dirty_rate_mib_s": rate["mib_per_s"], "bandwidth": bandwidth,
                                 "touched_ram_bytes": workload.ram_bytes},

@@ -28,7 +28,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
 )
 from ansible_collections.kvm.migration.plugins.module_utils._storage import (
     MAX_VOLUME_BYTES,
-    VolumeStager,
+    VolumeGateway,
     pool_target_path,
     volume_facts,
 )
@@ -239,7 +239,7 @@ class PoolManager:
     def _target_exists(self, target):
         """Whether the directory exists on the host (libvirt lists a directory as a volume of its parent's pool;
         a transient pool for the parent, if needed, is gone again afterwards)."""
-        stager = VolumeStager(self.client)
+        stager = VolumeGateway(self.client)
         try:
             return stager.existing(os.path.normpath(target)) is not None
         except KvmMigrationError:  # the parent directory is missing too

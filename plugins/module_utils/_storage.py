@@ -146,8 +146,9 @@ def _pump(down, up, sha, sparse):
                 view = view[sent:]
 
 
-class VolumeStager:
-    """Makes sure volumes exist on one host, and can undo exactly what it made.
+class VolumeGateway:
+    """Every volume operation on one host, through libvirt's storage API: look up, check, create (and undo
+    exactly what it made), copy and digest through streams, measure, mark shared storage, sweep scratch files.
 
     A directory with no storage pool gets a transient dir pool (it vanishes when destroyed and
     never touches files), so nothing persistent is added to the host."""
@@ -249,7 +250,7 @@ class VolumeStager:
         if self.journal_uuid:
             self._write_journal(pool, os.path.dirname(spec.path))
         with libvirt_errors("create volume %s on %s" % (spec.path, self.client.uri)):
-            vol = pool.createXML(spec.xml(), 0)
+            vol = self._in_pool(os.path.dirname(spec.path), lambda p: p.createXML(spec.xml(), 0))
         self.created.append(spec.path)
         return vol
 
@@ -271,12 +272,17 @@ class VolumeStager:
 
     def remove(self, path):
         """Delete the volume at `path` if it exists; returns whether it did."""
-        vol = self.existing(path)
-        if vol is None:
-            return False
-        with libvirt_errors("delete %s on %s" % (path, self.client.uri)):
+        def delete(pool):
+            try:
+                vol = pool.storageVolLookupByName(os.path.basename(path))
+            except Exception as exc:
+                if is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                    return False
+                raise
             vol.delete(0)
-        return True
+            return True
+        with libvirt_errors("delete %s on %s" % (path, self.client.uri)):
+            return self._in_pool(os.path.dirname(path), delete)
 
     def facts(self, path):
         """volume_facts() of the volume at `path`, or None when there is none."""
@@ -297,23 +303,23 @@ class VolumeStager:
         directory is shared storage.  The marker is removed again whatever the answer."""
         name = ".kvm-migration-shared-t%d-%s.raw" % (time.time(), uuid.uuid4().hex[:12])
         path = os.path.join(directory, name)
-        other_pool = other._pool_for_dir(directory, create=True)
         with libvirt_errors("write a marker file in %s on %s" % (directory, other.client.uri)):
-            marker = other_pool.createXML(VolumeSpec(path, "raw", 512).xml(), 0)
+            other._in_pool(directory, lambda p: p.createXML(VolumeSpec(path, "raw", 512).xml(), 0))
         try:
-            pool = self._pool_for_dir(directory, create=True)
-            with libvirt_errors("refresh %s on %s" % (directory, self.client.uri)):
+            def look(pool):
                 pool.refresh(0)
-            try:
-                pool.storageVolLookupByName(name)
-                found = True
-            except Exception as exc:
-                if not is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
-                    raise
-                found = False
+                try:
+                    pool.storageVolLookupByName(name)
+                    return True
+                except Exception as exc:
+                    if not is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                        raise
+                    return False
+            with libvirt_errors("look for the marker file in %s on %s" % (directory, self.client.uri)):
+                found = self._in_pool(directory, look)
         finally:
             with libvirt_errors("remove the marker file %s on %s" % (path, other.client.uri)):
-                marker.delete(0)
+                other.remove(path)
         return found
 
     def digest(self, path, offset=0, length=0, sparse=False):

@@ -84,7 +84,7 @@ options:
     description:
       - The downtime allowed at the switch-over, in milliseconds.
     type: int
-    default: 300
+    default: 250
   postcopy:
     description:
       - The O(kvm.migration.migrate#module:postcopy) setting the migration will have; any value but V(off) lets the
@@ -154,7 +154,7 @@ prediction:
 """
 
 from ansible_collections.kvm.migration.plugins.module_utils import _measure
-from ansible_collections.kvm.migration.plugins.module_utils._convergence import MIB, Workload, predict
+from ansible_collections.kvm.migration.plugins.module_utils._convergence import predict
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
@@ -166,7 +166,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._options import (
     check_domain_name,
     check_libvirt_uri,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeStager
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeGateway
 
 
 def run_module(module):
@@ -202,7 +202,7 @@ def run_module(module):
     if p["link_speed"]:
         result["bandwidth"] = {"mib_per_s": float(p["link_speed"]), "source": "stated"}
     elif p["dest_uri"]:
-        stager = VolumeStager(module.client(p["dest_uri"], role="destination"))
+        stager = VolumeGateway(module.client(p["dest_uri"], role="destination"))
         try:
             try:
                 result["bandwidth"] = dict(_measure.bandwidth(stager, p["scratch_dir"], p["measure_mib"]),
@@ -213,15 +213,9 @@ def run_module(module):
         finally:
             stager.close()
     if "bandwidth" in result:
-        workload = Workload(
-            ram_bytes=result["memory"]["touched_bytes"],
-            dirty_rate=rate["mib_per_s"] * MIB,
-            bandwidth=result["bandwidth"]["mib_per_s"] * MIB,
-            disk_bytes=result["disk_bytes"],
-            max_downtime=p["max_downtime"] / 1000.0,
-            postcopy_allowed=p["postcopy"] != "off",
-            auto_converge_allowed=p["auto_converge"],
-        )
+        workload = _measure.guest_workload(
+            result["memory"]["touched_bytes"], rate["mib_per_s"], result["bandwidth"]["mib_per_s"],
+            result["disk_bytes"], p["max_downtime"], p["postcopy"], p["auto_converge"])
         result["prediction"] = predict(workload).as_dict()
     module.exit_json(**result)
 
@@ -238,7 +232,7 @@ def main():
             "measure_mib": {"type": "int", "default": 32},
             "scratch_dir": {"type": "path", "default": "/var/lib/libvirt/images"},
             "include_disks": {"type": "bool", "default": True},
-            "max_downtime": {"type": "int", "default": 300},
+            "max_downtime": {"type": "int", "default": 250},
             "postcopy": {"type": "str", "default": "off", "choices": ["off", "immediate", "on_demand"]},
             "auto_converge": {"type": "bool", "default": True},
         },

@@ -116,7 +116,7 @@ options:
         predict whether pre-copy converges (see M(kvm.migration.dirtyrate)) and choose - pre-copy (with auto-converge
         as a safety net), auto-converge, or post-copy when O(postcopy) allows it; refuse, before any change, a
         migration that cannot finish. While it runs, raise the allowed downtime step by step (O(max_downtime) up to
-        300 ms) as progress stalls, then switch to post-copy when allowed.
+        250 ms) as progress stalls, then switch to post-copy when allowed.
       - V(manual) - exactly the flags the options ask for, and the downtime schedule in O(downtime_schedule).
       - The result's RV(strategy) holds what was measured, predicted and chosen, and what happened.
     type: str
@@ -126,12 +126,12 @@ options:
     description:
       - The longest pause of the guest at the switch-over, in milliseconds, at the start.
     type: int
-    default: 300
+    default: 250
   downtime_schedule:
     description:
       - Downtimes (ms) to step through, lowest first, each time progress stalls for O(downtime_step_interval) seconds
         (as oVirt does, 100 -> 150 -> 200 -> 300 -> 400 -> 500). Default - O(max_downtime) only with V(manual); with
-        V(auto), steps of up to 100 ms from O(max_downtime) up to 300 ms (QEMU overshoots its limit by up to about 175 ms on
+        V(auto), steps of up to 100 ms from O(max_downtime) up to 250 ms (QEMU overshoots its limit by up to about 210 ms on
         a loaded host, so the real pause stays within 500 ms).
     type: list
     elements: int
@@ -464,7 +464,7 @@ def main():
         "tls": {"type": "bool", "default": False},
         "verify_copies": {"type": "bool", "default": True},
         "strategy": {"type": "str", "default": "auto", "choices": ["auto", "manual"]},
-        "max_downtime": {"type": "int", "default": 300},
+        "max_downtime": {"type": "int", "default": 250},
         "downtime_schedule": {"type": "list", "elements": "int"},
         "downtime_step_interval": {"type": "float", "default": 5},
         "parallel_connections": {"type": "int", "default": 0},

@@ -39,12 +39,27 @@ def test_shared_storage_role_and_nfs_share(lab, ansible):
                                         "10.88.0.12(rw,sync,no_root_squash,no_subtree_check)")
     assert "/export/vmstore" in lab.exec(SERVER, ["exportfs", "-v"]).stdout
     for host in (SERVER, OTHER):
-        fstab = lab.exec(host, ["cat", "/etc/fstab"]).stdout
-        assert "hv-b:/export/vmstore /var/lib/libvirt/shared nfs rw,hard,proto=tcp,vers=4.2,_netdev 0 0" in fstab
+        # libvirt owns the mount (the default): a netfs pool, and nothing in fstab.
+        assert "/var/lib/libvirt/shared" not in lab.exec(host, ["cat", "/etc/fstab"]).stdout
         pool = lab.exec(host, ["virsh", "pool-dumpxml", "shared"]).stdout
         assert "<pool type='netfs'>" in pool and "<dir path='/export/vmstore'/>" in pool
         assert "<path>/var/lib/libvirt/shared</path>" in pool
     again = ansible.playbook(PLAYBOOK, role_vars)
+    assert not again.failed and again.changed == 0
+
+    # fstab owns the mount: a persistent mount, and a plain dir pool over the mount point.
+    for host in (SERVER, OTHER):
+        lab.exec(host, ["virsh", "pool-undefine", "shared"])
+    by_fstab = dict(role_vars, shared_storage_mount_owner="fstab")
+    run = ansible.playbook(PLAYBOOK, by_fstab)
+    assert not run.failed, run.stdout[-4000:]
+    for host in (SERVER, OTHER):
+        fstab = lab.exec(host, ["cat", "/etc/fstab"]).stdout
+        assert "hv-b:/export/vmstore /var/lib/libvirt/shared nfs rw,hard,proto=tcp,vers=4.2,_netdev 0 0" in fstab
+        pool = lab.exec(host, ["virsh", "pool-dumpxml", "shared"]).stdout
+        assert "<pool type='dir'>" in pool and "<path>/var/lib/libvirt/shared</path>" in pool
+        assert "/export/vmstore" not in pool
+    again = ansible.playbook(PLAYBOOK, by_fstab)
     assert not again.failed and again.changed == 0
 
     # nfs_share itself: idempotent, check mode with a diff, validation before any change, absent.

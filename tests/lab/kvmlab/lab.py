@@ -60,7 +60,7 @@ READY_ROLE_VARS = {
     "hypervisor_prep_packages_extra": ["rsync"],
 }
 # Bump when the template recipe changes, so cached templates are rebuilt.
-TEMPLATE_RECIPE = "6"
+TEMPLATE_RECIPE = "8"
 PROFILES = ("bare", "ready")
 # Where the shared directory appears in every host.
 SHARED_IN_HOST = "/srv/shared"
@@ -554,8 +554,12 @@ def _forget_host_identity(rootfs: Path) -> None:
     (rootfs / "etc/machine-id").write_text("")
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
-        deb.unlink()
+    # apt's lists go, and with them every sign that they are fresh (apt's binary caches, the update stamp), so
+    # a role that updates "when older than cache_valid_time" does update.
+    for stale in [*(rootfs / "var/cache/apt/archives").glob("*.deb"), *(rootfs / "var/cache/apt").glob("*.bin"),
+                  rootfs / "var/lib/apt/periodic/update-success-stamp"]:
+        if stale.exists():
+            stale.unlink()
     for sub in ("root/.ssh", "root/.ansible", "var/log/journal", "var/lib/apt/lists", "tmp", "var/tmp"):
         target = rootfs / sub
         if target.is_dir():
@@ -564,6 +568,9 @@ def _forget_host_identity(rootfs: Path) -> None:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
+    # Ansible's apt takes the lists directory's time as the last update when there is no update stamp: an
+    # emptied directory must look old, or "cache_valid_time" skips the update and finds no package.
+    os.utime(rootfs / "var/lib/apt/lists", (0, 0))
 
 
 def _require_tools() -> None:

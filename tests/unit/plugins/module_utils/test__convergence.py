@@ -200,3 +200,14 @@ def test_completion_timeout_fires_without_samples():
     # Defect 14: no job statistics at all (the monitor gets no answer); wall time still counts.
     c = Controller(Policy(completion_timeout=10, completion_action="abort"))
     assert run(c, [(t, {}) for t in range(0, 20, 2)]) == [(10, "abort", None)]
+
+
+def test_dirtyrate_and_the_engine_build_the_prediction_input_alike():
+    from ansible_collections.kvm.migration.plugins.module_utils._measure import guest_workload
+
+    w = guest_workload(256 * MIB, 12.5, 0, 64 * MIB, 300, "on_demand", None)
+    assert (w.ram_bytes, w.dirty_rate, w.bandwidth, w.disk_bytes, w.max_downtime) == (
+        256 * MIB, 12.5 * MIB, 1 * MIB, 64 * MIB, 0.3)  # an unknown (0) link counts as 1 MiB/s, never zero
+    assert (w.postcopy_allowed, w.auto_converge_allowed) == (True, True)
+    w = guest_workload(1, 1, 100, 0, 500, "off", False)
+    assert (w.postcopy_allowed, w.auto_converge_allowed, w.bandwidth) == (False, False, 100 * MIB)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeStager
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeGateway
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def test_volume_xml_keeps_images_thin_and_names_the_backing_file():
 
 
 def test_create_in_an_existing_pool_then_roll_back(client, tmp_path):
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     spec = VolumeSpec(str(tmp_path / "images" / "vm1.qcow2"), "qcow2", 64 << 20)
     assert stager.existing(spec.path) is None
     stager.create(spec)
@@ -38,7 +38,7 @@ def test_create_in_an_existing_pool_then_roll_back(client, tmp_path):
 
 
 def test_directory_without_pool_gets_a_transient_pool_that_goes_away(client, tmp_path):
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     spec = VolumeSpec(str(tmp_path / "elsewhere" / "disk.raw"), "raw", 1 << 20)
     stager.create(spec)
     pools = {p.name(): p for p in client.list_pools()}
@@ -50,7 +50,7 @@ def test_directory_without_pool_gets_a_transient_pool_that_goes_away(client, tmp
 
 
 def test_remove_reports_whether_something_was_deleted(client, tmp_path):
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     spec = VolumeSpec(str(tmp_path / "images" / "gone.qcow2"), "qcow2", 1 << 20)
     assert stager.remove(spec.path) is False
     stager.create(spec)
@@ -61,7 +61,7 @@ def test_remove_reports_whether_something_was_deleted(client, tmp_path):
 
 def test_an_inactive_pool_for_the_directory_is_a_clear_error(client, tmp_path):
     client.lookup_pool("images").destroy()
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     with pytest.raises(InvalidRequest, match="Storage pool images for .* is not active") as err:
         stager.existing(str(tmp_path / "images" / "vm1.qcow2"))
     assert "pool-start images" in err.value.hint
@@ -124,19 +124,19 @@ def test_stale_transient_pool_is_adopted_and_removed(client, tmp_path):
     directory.mkdir()
     client.create_transient_pool("<pool type='dir'><name>kvm-migration-dead0001</name><target><path>%s</path>"
                                  "</target></pool>" % directory)
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     assert stager.existing(str(directory / "x.raw")) is None
     stager.close()
     assert client.lookup_pool("kvm-migration-dead0001") is None
 
 
 def test_journal_marks_a_directory_until_the_run_ends(client, tmp_path):
-    stager = VolumeStager(client)
+    stager = VolumeGateway(client)
     stager.journal_uuid = "11111111-2222-3333-4444-555555555555"
     spec = VolumeSpec(str(tmp_path / "images" / "j.qcow2"), "qcow2", 1 << 20)
     stager.create(spec)
     assert stager.has_journal(str(tmp_path / "images"), stager.journal_uuid)
-    later = VolumeStager(client)  # what a re-run sees after an interrupted run
+    later = VolumeGateway(client)  # what a re-run sees after an interrupted run
     assert later.has_journal(str(tmp_path / "images"), "11111111-2222-3333-4444-555555555555")
     assert stager.rollback() == [spec.path]
     assert not later.has_journal(str(tmp_path / "images"), "11111111-2222-3333-4444-555555555555")
@@ -160,7 +160,7 @@ def test_pool_changes_read_current_then_wanted():
 def test_a_transient_pool_closed_by_another_run_is_replaced(client, tmp_path):
     """Two runs share a directory's transient pool (libvirt allows one pool per directory); when the one that
     made it closes it, the other finds or makes a pool again instead of failing with "pool not found"."""
-    first, second = VolumeStager(client), VolumeStager(client)
+    first, second = VolumeGateway(client), VolumeGateway(client)
     path = str(tmp_path / "scratch" / "x.raw")
     (tmp_path / "scratch").mkdir()
     assert first.existing(path) is None
