@@ -368,7 +368,8 @@ class LiveRun:
         kind = error_kind(error) if error is not None else "other"
         if source_lost or dest_lost or not dest_alive or stall >= STALL_EVIDENCE_SECONDS:
             kind = "connection"
-        if self.job_end_seen == "cancelled" and not self.abort_reason:
+        if (self.job_end_seen == "cancelled" or kind == "aborted") and not self.abort_reason:
+            # Seen either by the monitor (the job's end state) or in libvirt's error ("canceled by client").
             causes.append("the source's job was cancelled, not by this run (virsh domjobabort on the source, or "
                           "another client)")
             kind = "aborted"

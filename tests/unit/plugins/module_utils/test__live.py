@@ -162,3 +162,14 @@ def test_a_job_cancelled_elsewhere_is_named_and_a_masked_end_is_explained():
     # A lost destination stays a connection failure, whatever the samples saw.
     run.job_end_seen = None
     assert run.diagnose(None, eof, dest_lost=True)["kind"] == "connection"
+
+
+def test_an_abort_libvirt_reports_as_cancelled_by_client_is_named_without_a_seen_end(monkeypatch):
+    """The monitor may miss the job's 'cancelled' state; libvirt's own error (VIR_ERR_OPERATION_ABORTED, "canceled
+    by client") then names it.  A plain exception stands in for the libvirtError, whose code it cannot carry."""
+    monkeypatch.setattr(_live, "error_kind", lambda exc: "aborted")
+    run = live_run(HangingDomain())
+    run.progress[:] = [{"t": t, "data_processed": t * 100} for t in range(0, 10)]
+    found = run.diagnose(None, RuntimeError("operation aborted: migration out: canceled by client"))
+    assert found["kind"] == "aborted", found
+    assert any("cancelled, not by this run" in c for c in found["causes"]), found
