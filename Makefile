@@ -4,6 +4,7 @@
 #   make test      unit tests, ansible-test sanity, ansible-lint, lab integration tests, molecule
 #   make bench     migration benchmarks in the lab (kvm.migration against plain virsh), about half an hour
 #   make bench-offline  offline moves of a shut-off VM (ours against scp + virsh migrate --offline)
+#   make bench-evacuation  a host evacuated (ours against a serial virsh loop and all at once)
 #
 # KEEP=1 keeps the lab running after `make demo`; `make lab-down` removes it.
 
@@ -32,7 +33,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 APT_PACKAGES := systemd-container debootstrap apt-cacher-ng qemu-utils busybox-static cpio xz-utils zstd \
 	gcc libc6-dev pkg-config libvirt-dev python3-venv iproute2 openssh-client rsync git
 
-.PHONY: help deps apt venv collections install demo test unit sanity lint integration molecule bench bench-offline \
+.PHONY: help deps apt venv collections install demo test unit sanity lint integration molecule bench bench-offline bench-evacuation \
 	lab-up lab-down lab-status clean
 
 help:
@@ -133,6 +134,9 @@ bench: deps install
 
 bench-offline: deps install
 	$(PY) bench/offline_bench.py $(BENCH_ARGS)
+
+bench-evacuation: deps install
+	$(PY) bench/evacuation_bench.py $(BENCH_ARGS)
 
 clean: lab-down
 	rm -rf $(BUILD) $(VENV)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt, libvirt_errors
 
 try:
     from lxml import etree
@@ -259,6 +259,20 @@ def describe(domain):
 
 
 JOB_TYPES = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
+
+
+def outgoing_migration(domain):
+    """The statistics of the migration out of `domain` that is running now, or None."""
+    if domain is None or not domain.isActive():
+        return None
+    try:
+        stats = domain.jobStats(0)
+    except Exception:  # no job information: nothing runs
+        return None
+    outgoing = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 5)
+    if not stats or stats.get("type", 0) == 0 or stats.get("operation") != outgoing:
+        return None
+    return stats
 
 
 def job_report(domain):

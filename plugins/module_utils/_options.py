@@ -88,6 +88,19 @@ DIRTYRATE_BOUNDS = {
     "measure_mib": MIGRATE_BOUNDS["measure_mib"],
     "max_downtime": MIGRATE_BOUNDS["max_downtime"],
 }
+# Numbers of kvm.migration.evacuation_plan (and the evacuate role); shared concepts keep migrate's bounds.
+MAX_CONCURRENT_MIGRATIONS = 16
+EVACUATION_BOUNDS = {
+    "max_outgoing": Bound(1, MAX_CONCURRENT_MIGRATIONS, "migrations", "each one is a QEMU job and a share of the link"),
+    "max_incoming": Bound(1, MAX_CONCURRENT_MIGRATIONS, "migrations", "each one is a QEMU job and a share of the link"),
+    "reserved_memory": Bound(0, 1024 * 1024 * 1024, "MiB"),
+    "link_speed": MIGRATE_BOUNDS["link_speed"],
+    "measure_mib": MIGRATE_BOUNDS["measure_mib"],
+    "max_downtime": MIGRATE_BOUNDS["max_downtime"],
+    "memory_margin": MIGRATE_BOUNDS["memory_margin"],
+}
+# A stated dirty rate, MiB/s: no guest dirties faster than its memory bus.
+DIRTY_RATE_BOUND = Bound(0, 1024 * 1024, "MiB/s")
 # samples x period: the longest a dirty rate measurement may take.
 MAX_DIRTYRATE_SECONDS = 300
 MAX_SCHEDULE_STEPS = 20

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_name
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt, libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, outgoing_migration, state_name
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._offline_record import read_offline_record
 
 from ansible_collections.kvm.migration.plugins.module_utils._report import FAIL, PASS
@@ -126,12 +126,8 @@ class PlacementChecks:
 
     def _running_migration(self, src):
         """The job statistics of a migration out of the source that is already running, or None."""
-        try:
-            stats = src.jobStats(0)
-        except Exception:  # no job information: nothing runs
-            return None
-        outgoing = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 5)
-        if not stats or stats.get("type", 0) == 0 or stats.get("operation") != outgoing:
+        stats = outgoing_migration(src)
+        if stats is None:
             return None
         self.located.running_job = stats
         return stats

@@ -65,6 +65,12 @@ host:
   returned: always
   type: dict
   sample: {host_uuid: 94098632-2f9d-4b07-bbb5-6a925eef4cc9, hostname: hv1, libvirt: 11.3.0, hypervisor: 10.0.13}
+maintenance:
+  description:
+    - The host's maintenance mark (C(reason), C(since), C(by); see M(kvm.migration.host_maintenance)), or null
+      when the host is active. Read from the machine the module runs on, so only when O(uri) is a local URI.
+  returned: when O(uri) is local
+  type: dict
 job:
   description:
     - The job running on the domain. C(type) is V(none) when there is none. C(percent) is the share of the
@@ -74,7 +80,10 @@ job:
   sample: {type: unbounded, percent: 42.5, stats: {time_elapsed: 5020, data_processed: 120586240, data_remaining: 163053568}}
 """
 
+from urllib.parse import urlparse
+
 from ansible_collections.kvm.migration.plugins.module_utils._domain import describe, job_report
+from ansible_collections.kvm.migration.plugins.module_utils._maintenance import read_mark
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
 from ansible_collections.kvm.migration.plugins.module_utils._options import check_domain_name
 
@@ -86,11 +95,12 @@ def run_module(module):
     client = module.client()
     host = {"host_uuid": client.host_uuid(), "hostname": client.hostname()}
     host.update(client.versions())
+    local = {} if urlparse(client.uri).hostname else {"maintenance": read_mark()}
     if name is None:
-        module.exit_json(changed=False, host=host)
+        module.exit_json(changed=False, host=host, **local)
     domain = client.lookup_domain(name)
     module.exit_json(changed=False, exists=domain is not None, domain=describe(domain), host=host,
-                     job=job_report(domain))
+                     job=job_report(domain), **local)
 
 
 def main():

@@ -86,3 +86,41 @@ def test_the_role_forwards_each_option_with_the_same_type_default_and_choices(mo
         return
     assert role.get("default") == doc["default"], (variable, role.get("default"), doc["default"])
     assert role_defaults.get(variable) == doc["default"], (variable, role_defaults.get(variable), doc["default"])
+
+
+# What the evacuation plan and the migration both take: the same meaning, type, choices and default.
+SHARED_WITH_EVACUATION = ("link_speed", "postcopy", "auto_converge", "max_downtime", "measure_mib", "memory_margin",
+                          "storage", "tls", "allow_unsafe")
+
+
+@pytest.mark.parametrize("option", SHARED_WITH_EVACUATION)
+def test_evacuation_plan_and_migrate_name_the_same_concepts_alike(module_options, option):
+    plan = documented_options("evacuation_plan")
+    assert option in plan, f"evacuation_plan has no {option} option"
+    ours, theirs = plan[option], module_options[option]
+    assert ours.get("type", "str") == theirs.get("type", "str"), (option, ours.get("type"), theirs.get("type"))
+    assert ours.get("choices") == theirs.get("choices"), (option, ours.get("choices"), theirs.get("choices"))
+    if theirs.get("default") is not None:  # migrate's auto_converge has none: unset means "as the strategy says"
+        assert ours.get("default") == theirs["default"], (option, ours.get("default"), theirs["default"])
+
+
+def evacuation_forwarded():
+    """{evacuation_plan option: evacuate role variable} from the role's plan task."""
+    tasks = yaml.safe_load((ROOT / "roles" / "evacuate" / "tasks" / "plan.yml").read_text())
+    task = next(t for t in tasks if "kvm.migration.evacuation_plan" in t)["kvm.migration.evacuation_plan"]
+    return {option: re.search(r"\{\{\s*(evacuate_\w+)", str(value)).group(1)
+            for option, value in task.items() if re.search(r"\{\{\s*(evacuate_\w+)", str(value))}
+
+
+@pytest.mark.parametrize("option,variable", sorted(evacuation_forwarded().items()))
+def test_the_evacuate_role_forwards_each_plan_option_alike(option, variable):
+    doc = documented_options("evacuation_plan")[option]
+    role_dir = ROOT / "roles" / "evacuate"
+    spec = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    role_defaults = yaml.safe_load((role_dir / "defaults" / "main.yml").read_text())
+    assert variable in spec, f"{variable} (forwarded to {option}) is not in the role's argument_specs"
+    role = spec[variable]
+    assert role.get("type", "str") == doc.get("type", "str"), (variable, role.get("type"), doc.get("type"))
+    assert role.get("choices") == doc.get("choices"), (variable, role.get("choices"), doc.get("choices"))
+    assert role.get("default") == doc.get("default"), (variable, role.get("default"), doc.get("default"))
+    assert role_defaults.get(variable) == doc.get("default"), (variable, role_defaults.get(variable), doc.get("default"))
