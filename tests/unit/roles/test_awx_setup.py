@@ -1,0 +1,45 @@
+"""The pattern's setup.yml loads wherever it is run from: it renders every survey (the lookup of
+template_surveys/ once failed when setup.yml was passed with -e @), and every job template points at a playbook
+of the collection that exists."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+PATTERN = ROOT / "extensions" / "patterns" / "kvm_migration"
+
+
+def rendered(tmp_path):
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(PATTERN / "setup.yml"),
+                           "-e", "kvm_migration_pattern_render_only=true"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    tasks = data["plays"][0]["tasks"]
+    shown = next(t for t in tasks if t["task"]["name"] == "Show what would be configured")
+    return shown["hosts"]["localhost"]["kvm_migration_pattern_config"]
+
+
+def test_setup_renders_every_survey_from_anywhere_and_points_at_real_playbooks(tmp_path):
+    config = rendered(tmp_path)
+    templates = config["controller_templates"]
+    surveys = {p.stem: yaml.safe_load(p.read_text()) for p in (PATTERN / "template_surveys").glob("*.yml")}
+    used = set()
+    for template in templates:
+        assert (ROOT / template["playbook"]).is_file(), template["playbook"]
+        if template.get("survey_enabled"):
+            spec = template["survey_spec"]
+            assert spec["spec"] and all("variable" in q for q in spec["spec"]), template["name"]
+            used |= {name for name, survey in surveys.items() if survey == spec}
+    assert used == set(surveys), f"surveys no template uses: {set(surveys) - used}"
+    assert {"playbooks/evacuate.yml", "playbooks/migrate.yml"} <= {t["playbook"] for t in templates}
