@@ -41,6 +41,7 @@ def row(move, result, seconds):
         "seconds": round(seconds, 1),
         "downtime_ms": summary.get("downtime_ms") if move.strategy == "live" else None,  # offline: no guest to pause
         "bytes": summary.get("data_processed_bytes"),
+        "memory_bytes": summary.get("memory_processed_bytes"),
         "result": "failed" if result.get("failed") else ("moved" if result.get("changed") else "in place"),
         "guest_location": result.get("guest_location") or ("source" if result.get("failed") else "destination"),
         "msg": result.get("msg", ""),
@@ -105,6 +106,13 @@ class ActionModule(ActionBase):
                                    live=move.strategy == "live", persistent=bool(move.persistent))
                 if share and not options.get("link_speed"):
                     module_args["link_speed"] = max(1, int(share))
+                if share and move.strategy == "live" and "strategy" not in options:
+                    # The plan measured and predicted already: each migrate run takes its decision instead of
+                    # measuring the dirty rate again (3 s each), with auto-converge as the safety net.
+                    module_args["strategy"] = "manual"
+                    module_args["auto_converge"] = options.get("auto_converge") is not False
+                    if move.converge_with == "postcopy":
+                        module_args["postcopy"] = "immediate"
                 launched = self._launch(module_args, task_vars)
                 now = time.monotonic() - started_all
                 if launched.get("failed") or not launched.get("ansible_job_id"):

@@ -16,8 +16,11 @@ description:
   - A migration starts only when the plan's admission rule allows it - at most RV(kvm.migration.evacuation_plan#module:plan.max_outgoing)
     leaving the source, RV(kvm.migration.evacuation_plan#module:plan.max_incoming) arriving at one destination, and every
     running migration (and the new one) within the number of migrations at once at which it still converges.
-    Each migration is given its share of the link as O(kvm.migration.migrate#module:link_speed) for its own
-    strategy.
+    When the plan knows the link, its prediction stands for each live migration - C(strategy=manual) with
+    auto-converge as the safety net, post-copy from the start for a guest the plan gave post-copy - so no
+    migration measures the dirty rate again; otherwise each one gets its share of the link as
+    O(kvm.migration.migrate#module:link_speed) for its own V(auto) strategy. A C(strategy) in O(migrate_options)
+    overrides this.
   - A failed migration leaves its guest on the source (as M(kvm.migration.migrate) guarantees) and the others
     go on; the task fails at the end and names every guest that did not move and where it is.
   - Every O(poll_interval) seconds one line shows every running migration; at the end a table shows each guest,
@@ -91,7 +94,8 @@ RETURN = r"""
 moves:
   description:
     - One row per guest - C(name), C(from), C(to), C(strategy), C(seconds), C(downtime_ms), C(bytes) (sent),
-      C(result) (V(moved), V(in place), V(failed), V(not started)), C(guest_location) and C(msg).
+      C(memory_bytes) (RAM sent), C(result) (V(moved), V(in place), V(failed), V(not started)),
+      C(guest_location) and C(msg).
   returned: success or failure
   type: list
   elements: dict
