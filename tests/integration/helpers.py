@@ -69,6 +69,8 @@ class Ansible:
             "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            # set_stats data (what a workflow's next node gets) in the JSON recap.
+            "ANSIBLE_SHOW_CUSTOM_STATS": "1",
             # A module that raises brings its traceback into the result, where a failing test shows it.
             "ANSIBLE_DISPLAY_TRACEBACK": "error",
         })

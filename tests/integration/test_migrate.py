@@ -5,6 +5,8 @@ made with the hosts' own tools (virsh, qemu-img) via the lab, never with the col
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -28,7 +30,7 @@ def assert_runs_only_on(guest, host, other):
     assert guest.state(other) == "absent", f"{guest.name} should be undefined on {other}"
 
 
-def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
+def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook, tmp_path):
     guest.start_and_wait(SRC, ticks=2)
     before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
 
@@ -43,9 +45,20 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook):
     assert guest.state(SRC) == "running"
 
     # A → B, for real, removing the source image once B checks out (so that B → A finds the path free).
-    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True))
+    report_file = tmp_path / "report.json"
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True,
+                                                          live_migration_report_file=str(report_file)))
     assert not run.failed, run.stdout[-3000:]
     moved = run.task("Migrate the VM")
+    # The report reaches the next workflow node (set_stats) and the file, with the figures migrate returned.
+    report = json.loads(report_file.read_text())
+    assert run.data["global_custom_stats"]["kvm_migration_report"] == report
+    assert report["vm"] == guest.name and (report["from"], report["to"]) == (SRC, DST)
+    assert report["result"] == "done" and report["operation"] == "migrate" and report["live"] is True
+    assert report["downtime_ms"] == moved["summary"]["downtime_ms"]
+    assert report["bytes"] >= moved["summary"]["disk_processed_bytes"] > 0
+    assert report["storage"] == "copy_all" and report["strategy"]
+    assert report["destination_state"] == "running" and report["source_state"] == "absent"
     assert moved["changed"] is True
     assert moved["volumes_created"] == [guest.disk_path]
     assert moved["summary"]["downtime_ms"] is not None

@@ -43,3 +43,31 @@ def test_setup_renders_every_survey_from_anywhere_and_points_at_real_playbooks(t
             used |= {name for name, survey in surveys.items() if survey == spec}
     assert used == set(surveys), f"surveys no template uses: {set(surveys) - used}"
     assert {"playbooks/evacuate.yml", "playbooks/migrate.yml"} <= {t["playbook"] for t in templates}
+
+
+def test_pattern_definition_follows_the_specification_and_matches_setup(tmp_path):
+    pattern = json.loads((PATTERN / "meta" / "pattern.json").read_text())
+    for key in ("schema_version", "name", "title", "description", "short_description", "aap_resources"):
+        assert pattern.get(key), key
+    assert pattern["name"] == PATTERN.name and len(pattern["title"]) <= 64
+    assert all(ch.islower() or ch.isdigit() or ch == "_" for ch in pattern["name"])
+    assert not pattern["short_description"].endswith(".")
+    resources = pattern["aap_resources"]
+    assert resources["controller_project"]["name"] and resources["controller_project"]["description"]
+    ee_name = resources["controller_execution_environment"]["name"]
+    jobs = resources["controller_job_templates"]
+    assert sum(1 for job in jobs if job.get("primary")) == 1
+    for job in jobs:
+        assert job["name"] and job["description"] and len(job["name"]) <= 200
+        assert job["execution_environment"] == ee_name
+        assert set(job["labels"]) <= set(resources["controller_labels"])
+        # The pattern's playbook exists and imports a playbook the collection ships.
+        playbook = yaml.safe_load((PATTERN / "playbooks" / job["playbook"]).read_text())
+        imported = playbook[0]["ansible.builtin.import_playbook"]
+        assert imported.startswith("kvm.migration.")
+        assert (ROOT / "playbooks" / (imported.split(".", 2)[2] + ".yml")).is_file(), imported
+    # One list of job templates: the ones setup.yml configures are the ones the definition names.
+    config = rendered(tmp_path)
+    assert [job["name"] for job in jobs] == [t["name"] for t in config["controller_templates"]]
+    assert [job["playbook"] for job in jobs] == [t["playbook"].rsplit("/", 1)[-1]
+                                                 for t in config["controller_templates"]]
