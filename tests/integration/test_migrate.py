@@ -81,8 +81,10 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook, tmp_pa
     assert info["actual-size"] < info["virtual-size"] / 4, info
 
     # The same request again is a no-op.
-    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST))
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST,
+                                                          live_migration_report_file=str(report_file)))
     assert not run.failed, run.stdout[-3000:]
+    assert json.loads(report_file.read_text())["result"] == "unchanged"
     again = run.task("Migrate the VM")
     assert again["changed"] is False and again["operation"] == "none"
     assert run.changed == 0
