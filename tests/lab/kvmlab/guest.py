@@ -48,7 +48,7 @@ EMPTY_RUN_STOP = 64  # parse_records stops after this many consecutive empty sec
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "guest"
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
-MODULE_ROOTS = ("virtio_pci", "virtio_blk")  # plus whatever they depend on
+MODULE_ROOTS = ("virtio_pci", "virtio_blk", "virtio_net")  # plus whatever they depend on
 CFLAGS = ("-static", "-O2", "-pthread", "-s", "-Wall", "-Wextra")
 REQUIRED_KERNEL_CONFIG = ("CONFIG_SERIAL_8250_CONSOLE=y", "CONFIG_DEVTMPFS=y",
                           "CONFIG_BLK_DEV_INITRD=y", "CONFIG_RD_GZIP=y")
@@ -56,7 +56,7 @@ REQUIRED_KERNEL_CONFIG = ("CONFIG_SERIAL_8250_CONSOLE=y", "CONFIG_DEVTMPFS=y",
 # Everything about how the artifacts are made; part of the cache key.  Bump the
 # version when the recipe in build() changes in a way these fields do not show.
 BUILD_RECIPE = (
-    "kvmlab-guest-recipe-v1;"
+    "kvmlab-guest-recipe-v2;"
     f"meta={KERNEL_META_PACKAGE};modules={','.join(MODULE_ROOTS)};"
     f"cc=gcc {' '.join(CFLAGS)};"
     "initramfs=cpio-newc-R0:0+gzip-1;busybox-links=/bin"
