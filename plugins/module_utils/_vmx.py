@@ -204,6 +204,7 @@ def _unmapped(entries):
 def read_vmx(text, path="the .vmx file"):
     """The parts of a .vmx a KVM definition is made from, as a plain dict."""
     entries = parse_vmx_text(text, path)
+    memory_mib = _int(entries, "memsize", 32, path, 4, MAX_MEMORY_MIB)
     vcpus = _int(entries, "numvcpus", 1, path, 1, MAX_VCPUS)
     cores = _int(entries, "cpuid.corespersocket", 1, path, 1, MAX_VCPUS)
     warnings = []
@@ -218,7 +219,7 @@ def read_vmx(text, path="the .vmx file"):
     disks, cdroms = _disks(entries, path)
     return {
         "display_name": entries.get("displayname", "").strip(),
-        "memory_mib": _int(entries, "memsize", 32, path, 4, MAX_MEMORY_MIB),
+        "memory_mib": memory_mib,
         "vcpus": vcpus,
         "cores_per_socket": cores,
         "sockets": vcpus // cores,

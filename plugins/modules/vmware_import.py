@@ -42,6 +42,7 @@ author:
 extends_documentation_fragment:
   - kvm.migration.libvirt
   - kvm.migration._attributes
+  - kvm.migration._attributes.actiongroup_migration
 options:
   vmx:
     description:
@@ -275,8 +276,8 @@ def _check_request(p):
                                  % (index, entry.get("vmware")))
         target = entry[targets[0]]
         if "/" in target or any(c.isspace() or ord(c) < 32 for c in target):
-            raise InvalidRequest("networks[%d].%s=%r is not a libvirt network or bridge name" % (index, targets[0],
-                                                                                              target))
+            raise InvalidRequest("networks[%d].%s=%r is not a libvirt network or bridge name"
+                                 % (index, targets[0], target))
 
 
 def _absent(module, client, pool, name):

@@ -109,7 +109,7 @@ def snapshot(lab):
 
 @pytest.mark.usefixtures("import_hosts")
 def test_import_an_esxi_vm_boot_it_with_virtio_and_live_migrate_it(lab, ansible, datastore, imported,
-                                                                    migrate_playbook):
+                                                                   migrate_playbook):
     vm = imported("TB-web-01")  # made from displayName "TB web 01"
     before = snapshot(lab)
 
@@ -125,8 +125,8 @@ def test_import_an_esxi_vm_boot_it_with_virtio_and_live_migrate_it(lab, ansible,
     assert 0 < plan["space"]["needed"] < plan["space"]["available"]
     assert plan["interfaces"] == [{"vmx_name": "ethernet0", "vmware_network": "VM Network", "type": "network",
                                    "source": "default", "mac": MAC, "vmware_model": "vmxnet3"}]
-    assert {u["vmx_key"] for u in plan["unmapped"]} == {"sata0:0.fileName", "usb.present", "ehci.present",
-                                                          "sound.present"}
+    unmapped = {u["vmx_key"] for u in plan["unmapped"]}
+    assert unmapped == {"sata0:0.fileName", "usb.present", "ehci.present", "sound.present"}
     assert any(w.startswith("not imported: sound card") for w in plan["warnings"]), plan["warnings"]
     assert "<source network=\"default\" />" in plan["xml"] and plan["diff"]["after"] == plan["xml"]
     assert snapshot(lab) == before
@@ -168,7 +168,7 @@ def test_import_an_esxi_vm_boot_it_with_virtio_and_live_migrate_it(lab, ansible,
 
 @pytest.mark.usefixtures("import_hosts")
 def test_every_vmdk_variant_converts_to_the_same_bytes_and_state_absent_removes_it(lab, ansible, datastore,
-                                                                                    imported):
+                                                                                   imported):
     before = snapshot(lab)
     cases = [(sf, {}, "disk.raw") for sf in vmware.SUBFORMATS] + [
         ("monolithicSparse", {"format": "raw"}, "disk.raw"),
@@ -269,7 +269,8 @@ def test_a_killed_import_is_cleaned_up_and_a_changed_source_is_refused(lab, ansi
     # What a run killed mid-copy leaves: its marker (naming a process that is gone) and a half-written volume.
     leftover = f"{vm.disk_path}.part"
     marker = f"{IMAGES}/.kvm-migration-import-{vm.name}.json"
-    lab.exec(SRC, f"head -c 1048576 /dev/urandom > {leftover} && echo '{json.dumps({'name': vm.name, 'files': [vm.disk_path, leftover], 'pid': 999999, 'boot_id': 'x'})}' > {marker}")
+    record = json.dumps({"name": vm.name, "files": [vm.disk_path, leftover], "pid": 999999, "boot_id": "x"})
+    lab.exec(SRC, f"head -c 1048576 /dev/urandom > {leftover} && echo '{record}' > {marker}")
     run = ansible.module(SRC, MODULE, import_args("changing", name=vm.name))
     assert not run.failed, run.stdout[-3000:]
     assert run.task("probe")["cleaned_up"] == [leftover]

@@ -29,7 +29,7 @@ SUBFORMATS = ("monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "two
 
 
 def _run(cmd, **kw):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, **kw)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
