@@ -110,6 +110,16 @@ def volume_facts(vol):
     }
 
 
+def transient_being_destroyed(pool):
+    """Whether a pool is transient and gone or going (its maker, another run, destroys it)."""
+    try:
+        return not pool.isPersistent() and not pool.isActive()
+    except Exception as exc:
+        if is_error(exc, "VIR_ERR_NO_STORAGE_POOL"):
+            return True
+        raise
+
+
 def _sparse_streams():
     """Whether this libvirt binding can move holes through streams (libvirt 3.4 and later)."""
     return all(hasattr(libvirt, n) for n in ("VIR_STREAM_RECV_STOP_AT_HOLE", "VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM",
@@ -176,16 +186,25 @@ class VolumeGateway:
             return self._pools_by_dir[directory]
         inactive = None
         for pool in self.client.list_pools():
-            if os.path.normpath(pool_target_path(pool)) == directory:
-                if pool.isActive():
-                    with libvirt_errors("refresh storage pool %s on %s" % (pool.name(), self.client.uri)):
-                        pool.refresh(0)
-                    if pool.name().startswith(TRANSIENT_POOL_PREFIX) and not pool.isPersistent():
-                        # A transient pool of a run that died: adopt it, so close() removes it.
-                        self._transient_pools.append(pool)
-                    self._pools_by_dir[directory] = pool
-                    return pool
-                inactive = pool
+            try:
+                if os.path.normpath(pool_target_path(pool)) != directory:
+                    continue
+                transient = not pool.isPersistent()
+                if not pool.isActive():
+                    if not transient:
+                        inactive = pool
+                    continue  # a transient pool is inactive only while it is being destroyed
+                pool.refresh(0)
+            except Exception as exc:
+                if is_error(exc, "VIR_ERR_NO_STORAGE_POOL") or transient_being_destroyed(pool):
+                    continue  # a transient pool destroyed since the listing
+                with libvirt_errors("refresh storage pool for %s on %s" % (directory, self.client.uri)):
+                    raise
+            if transient and pool.name().startswith(TRANSIENT_POOL_PREFIX):
+                # A transient pool of a run that died: adopt it, so close() removes it.
+                self._transient_pools.append(pool)
+            self._pools_by_dir[directory] = pool
+            return pool
         if inactive is not None:
             raise InvalidRequest(
                 "Storage pool %s for %s on %s is not active" % (inactive.name(), directory, self.client.uri),
@@ -219,11 +238,19 @@ class VolumeGateway:
         try:
             return func(pool)
         except Exception as exc:
-            if not is_error(exc, "VIR_ERR_NO_STORAGE_POOL"):
+            if not self._vanished(pool, exc):
                 raise
             self._pools_by_dir.pop(os.path.normpath(directory), None)
             self._transient_pools = [p for p in self._transient_pools if p is not pool]
             return func(self._pool_for_dir(directory, create=True))
+
+    def _vanished(self, pool, exc):
+        """Whether `exc` says that `pool`, a transient pool of this collection, went away under us: gone
+        already (no such pool) or being destroyed by the run that made it (not active)."""
+        if is_error(exc, "VIR_ERR_NO_STORAGE_POOL"):
+            return True
+        return (is_error(exc, "VIR_ERR_OPERATION_INVALID") and pool in self._transient_pools
+                and transient_being_destroyed(pool))
 
     def available(self, directory):
         """Free bytes in the pool that holds `directory` on this host."""

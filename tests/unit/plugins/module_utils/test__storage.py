@@ -170,3 +170,60 @@ def test_a_transient_pool_closed_by_another_run_is_replaced(client, tmp_path):
     assert second.available(str(tmp_path / "scratch")) > 0
     second.close()
     assert [p for p in client.list_pools() if p.name().startswith("kvm-migration-")] == []
+
+
+class _PoolBeingDestroyed:
+    """A transient pool caught between "inactive" and "gone" while another run destroys it: every call fails
+    with "storage pool is not active" (VIR_ERR_OPERATION_INVALID).  The test driver destroys atomically, so
+    that instant is simulated; the real one was seen on a lab host (controller killed, then a re-run)."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def isPersistent(self):
+        return False
+
+    def isActive(self):
+        return False
+
+    def __getattr__(self, name):
+        def fail(*_args):
+            import libvirt
+            exc = libvirt.libvirtError("Requested operation is not valid: storage pool '%s' is not active"
+                                       % self._pool.name())
+            exc.err = (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_STORAGE, str(exc), 2, "", "", "", 0, 0)
+            raise exc
+        return fail
+
+
+def test_a_transient_pool_caught_while_another_run_destroys_it_is_replaced(client, tmp_path):
+    first, second = VolumeGateway(client), VolumeGateway(client)
+    directory = tmp_path / "scratch"
+    directory.mkdir()
+    path = str(directory / "x.raw")
+    assert first.existing(path) is None
+    assert second.existing(path) is None  # adopts the first one's pool
+    adopted = second._pools_by_dir[str(directory)]
+    dying = _PoolBeingDestroyed(adopted)
+    second._pools_by_dir[str(directory)] = dying
+    second._transient_pools = [dying]
+    first.close()
+    second.create(VolumeSpec(path, "raw", 512))
+    assert second.existing(path) is not None
+    second.rollback()
+    second.close()
+    assert [p for p in client.list_pools() if p.name().startswith("kvm-migration-")] == []
+
+
+def test_a_persistent_pool_that_is_not_active_is_not_taken_for_a_vanished_one(client, tmp_path):
+    stager = VolumeGateway(client)
+    directory = tmp_path / "images"
+    path = str(directory / "y.raw")
+    assert stager.existing(path) is None
+    client.lookup_pool("images").destroy()
+    try:
+        with pytest.raises(Exception, match="not active"):
+            stager.create(VolumeSpec(path, "raw", 512))
+    finally:
+        client.lookup_pool("images").create(0)
+    stager.close()
