@@ -287,3 +287,35 @@ def test_a_killed_import_is_cleaned_up_and_a_changed_source_is_refused(lab, ansi
     msg = run.task("probe")["msg"]
     assert "the source changed since" in msg and "tb-flat.vmdk has new content" in msg, msg
     assert lab.exec(SRC, ["sha256sum", vm.disk_path]).stdout.split()[0] == digest
+
+
+@pytest.mark.usefixtures("import_hosts")
+def test_the_import_vmware_playbook_with_survey_answers(lab, ansible, datastore, imported):
+    """As an AWX job template runs it: every answer a string, the result handed on with set_stats."""
+    vm = imported("tb-ova")
+    answers = {"vmware_import_host": SRC, "vmware_import_vmx": f"{DATASTORE_IN_HOST}/streamOptimized/tb.vmx",
+               "vmware_import_name": vm.name, "vmware_import_pool": POOL, "vmware_import_network": "default",
+               "vmware_import_device_profile": "auto", "vmware_import_start": "false",
+               "vmware_import_domain_type": "qemu"}
+    before = snapshot(lab)
+    run = ansible.playbook("kvm.migration.import_vmware", answers, check=True)
+    assert not run.failed, run.stdout[-3000:]
+    assert "would be imported" in run.task("Report")["msg"] and snapshot(lab) == before
+
+    run = ansible.playbook("kvm.migration.import_vmware", answers)
+    assert not run.failed, run.stdout[-3000:]
+    assert "tb-ova on hv-a: imported (shutoff, virtio devices; 1 disk(s)" in run.task("Report")["msg"]
+    handed_on = run.data["global_custom_stats"]["kvm_migration_import"]
+    assert handed_on["vm"] == vm.name and handed_on["volumes"] == [vm.disk_path] and handed_on["state"] == "shutoff"
+    assert vm.state(SRC) == "shut off"
+
+    run = ansible.playbook("kvm.migration.import_vmware", answers)
+    assert not run.failed and run.changed == 0, run.stdout[-3000:]
+    assert "already in place" in run.task("Report")["msg"]
+
+    run = ansible.playbook("kvm.migration.import_vmware", dict(answers, vmware_import_vmx="relative.vmx"))
+    assert run.failed and "absolute path of a .vmx" in run.task("Check the role's input")["msg"]
+
+    run = ansible.playbook("kvm.migration.import_vmware", dict(answers, vmware_import_state="absent"))
+    assert not run.failed, run.stdout[-3000:]
+    assert "removed" in run.task("Report")["msg"] and vm.state(SRC) == "absent" and snapshot(lab) == before
