@@ -26,6 +26,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     OperationFailed,
     error_kind,
     error_text,
+    is_error,
     libvirt,
 )
 
@@ -52,6 +53,9 @@ CALL_TIMEOUT = 10.0
 WATCHDOG_GRACE = 60.0
 # Post-copy recovery: how long to wait for QEMU to finish or fail on its own, and to retry the resume.
 POSTCOPY_RECOVERY_BUDGET = 180.0
+# ... and while QEMU still moves pages (the job runs, or a resume is refused as "still running"), wait on, up to
+# this long in all: giving up cannot bring the split memory back to one host, waiting can.
+POSTCOPY_RUNNING_LIMIT = 600.0
 # A failure after this long without any byte moving is explained as a lost link.
 STALL_EVIDENCE_SECONDS = 5.0
 
@@ -263,7 +267,8 @@ class LiveRun:
         failed (with backoff, within POSTCOPY_RECOVERY_BUDGET), and report what was found.
         Returns (error or None, the state found)."""
         flag = getattr(libvirt, "VIR_MIGRATE_POSTCOPY_RESUME", 0)
-        deadline = time.monotonic() + POSTCOPY_RECOVERY_BUDGET
+        started = time.monotonic()
+        deadline = started + POSTCOPY_RECOVERY_BUDGET
         delay = 2.0
         attempts = 0
         found = "unknown"
@@ -275,7 +280,9 @@ class LiveRun:
                            % error_text(error))
                 return None, found
             if found == "running":
-                continue  # QEMU still moves pages; it may finish or fail by itself
+                # QEMU still moves pages; it may finish or fail by itself
+                deadline = self._wait_on(deadline, started)
+                continue
             if found == "failed" and flag:
                 attempts += 1
                 try:
@@ -285,9 +292,17 @@ class LiveRun:
                     return None, "finished"
                 except Exception as exc:  # keep the last reason, back off
                     error = exc
-                    delay = min(delay * 2, 20.0)
+                    if still_running(exc):
+                        # libvirt gave the job up but QEMU's stream outlived the cut: it may still complete.
+                        deadline = self._wait_on(deadline, started)
+                    else:
+                        delay = min(delay * 2, 20.0)
                     self._reconnect_both()
         return error, found
+
+    @staticmethod
+    def _wait_on(deadline, started):
+        return max(deadline, min(started + POSTCOPY_RUNNING_LIMIT, time.monotonic() + 60.0))
 
     def _reconnect_both(self):
         for client in (self.source, self.dest):
@@ -435,3 +450,8 @@ def describe_states(src, dst):
     """A short 'source: running, destination: absent' for messages."""
     return "source: %s, destination: %s" % (
         state_detail(src) if src is not None else "absent", state_detail(dst) if dst is not None else "absent")
+
+
+def still_running(exc):
+    """A post-copy resume refused because QEMU's migration has not failed (libvirt gave it up first)."""
+    return is_error(exc, "VIR_ERR_OPERATION_INVALID") and "still running" in error_text(exc)

@@ -306,7 +306,12 @@ class VolumeGateway:
                 if is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
                     return False
                 raise
-            vol.delete(0)
+            try:
+                vol.delete(0)
+            except Exception as exc:
+                if is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                    return False  # another run deleted it between our lookup and delete
+                raise
             return True
         with libvirt_errors("delete %s on %s" % (path, self.client.uri)):
             return self._in_pool(os.path.dirname(path), delete)

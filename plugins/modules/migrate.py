@@ -17,6 +17,10 @@ description:
     that was cut off), the module waits for it instead of starting a second one (RV(operation=attach)), then
     converges as for a domain that is already there. Its timeouts apply to the job it waits for; a timeout action
     V(postcopy) then aborts, since post-copy may not be enabled for that job.
+  - One run at a time per domain on the host the module runs on - a run whose controller was killed goes on to
+    finish its migration there, and a run started meanwhile waits for it (up to 30 minutes, with a lock under
+    C(/run/lock/kvm-migration) that is removed again), then converges from the state it left. Check mode does not
+    wait and writes nothing.
   - With O(live=false) a shut-off domain moves offline - its images are copied and verified, then its definition;
     see O(live). The destination's definition records where it came from, so that a run with O(undefine_source=false)
     is a no-op while the source images are unchanged.
@@ -321,6 +325,13 @@ preflight_retries:
   type: list
   elements: str
   sample: ["Failed to read volume /var/lib/libvirt/images/web01.qcow2 on qemu:///system: Storage volume not found"]
+waited_for_other_run:
+  description:
+    - How long this run waited for another run of the module for the same domain on this host (C(seconds)), and
+      that run's process and start time (C(holder)).
+  returned: when another run held the domain's lock
+  type: dict
+  sample: {seconds: 41.5, holder: {pid: 43122, since: 1764840000}}
 timeout:
   description: The timeout in seconds that applied to the migration job.
   returned: when operation is migrate and O(live=true)
@@ -444,6 +455,7 @@ state:
 
 from ansible_collections.kvm.migration.plugins.module_utils._migration import Migration, MigrationRequest
 from ansible_collections.kvm.migration.plugins.module_utils._module import MIGRATION_ARGUMENT_SPEC, LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._run_lock import RunLock
 
 
 def run_module(module):
@@ -451,7 +463,14 @@ def run_module(module):
     request.validate()  # before any connection: bad input changes nothing anywhere
     source = module.client(role="source")
     dest = module.client(request.dest_uri, role="destination", connect=False)
-    result = Migration(source, dest, request).execute(check_mode=module.check_mode)
+    if module.check_mode:
+        result = Migration(source, dest, request).execute(check_mode=True)
+    else:
+        # A run whose controller was killed may still be finishing this domain's migration here: wait for it.
+        with RunLock(request.name) as lock:
+            result = Migration(source, dest, request).execute()
+        if lock.holder is not None:
+            result["waited_for_other_run"] = {"seconds": round(lock.waited, 1), "holder": lock.holder}
     module.exit_json(**result)
 
 

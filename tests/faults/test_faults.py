@@ -182,6 +182,12 @@ def test_controller_killed_then_rerun(lab, ansible, vm):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     moved = assert_rerun_converges(lab, ansible, vm)
+    print("re-run:", moved["operation"], "| waited for the killed run's module:", moved.get("waited_for_other_run"))
+    # The killed run's module goes on to finish on the host; the re-run waits for it rather than race its cleanup,
+    # and neither leaves its lock behind.
+    if "waited_for_other_run" in moved:
+        assert moved["waited_for_other_run"]["holder"]["pid"] > 0, moved
+    assert lab.exec(SRC, "ls -A /run/lock/kvm-migration 2>/dev/null || true").stdout.split() == []
     # Attaching to the job still running ends with what the request asks of a finished move (undefine the source,
     # clean up its images): attach+undefine_source+cleanup_source.
     assert moved["operation"].split("+")[0] in ("migrate", "attach", "none", "undefine_source"), moved

@@ -173,3 +173,55 @@ def test_an_abort_libvirt_reports_as_cancelled_by_client_is_named_without_a_seen
     found = run.diagnose(None, RuntimeError("operation aborted: migration out: canceled by client"))
     assert found["kind"] == "aborted", found
     assert any("cancelled, not by this run" in c for c in found["causes"]), found
+
+
+class FakeClock:
+    """Stands in for the time module in _live: sleeping advances the clock at once."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class StillRunningDomain:
+    """A source in failed post-copy whose QEMU stream outlived the cut: libvirt refuses every resume."""
+
+    def __init__(self):
+        self.resumes = 0
+
+    def migrateToURI3(self, *_args):
+        import libvirt
+        self.resumes += 1
+        exc = libvirt.libvirtError("Requested operation is not valid: QEMU reports migration is still running")
+        exc.err = (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_QEMU, str(exc), 2, "", "", "", 0, 0)
+        raise exc
+
+
+@pytest.mark.parametrize("completes_after, expected", [(300, "finished"), (None, "failed")])
+def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes_after, expected):
+    """CI saw QEMU finish a post-copy job more than 180 s after libvirt had marked it failed: the recovery waits
+    on while resumes are refused as "still running", up to POSTCOPY_RUNNING_LIMIT, and then gives up."""
+    clock = FakeClock()
+    monkeypatch.setattr(_live, "time", clock)
+    dom = StillRunningDomain()
+    run = live_run(dom)
+    started = clock.now
+    monkeypatch.setattr(run, "postcopy_state", lambda _uuid: (
+        "finished" if completes_after is not None and clock.now - started >= completes_after else "failed"))
+    error, found = run.recover_postcopy(dom, Plan(), RuntimeError("post-copy failed"))
+    assert found == expected
+    if expected == "finished":
+        assert error is None
+        assert clock.now - started < _live.POSTCOPY_RUNNING_LIMIT
+    else:
+        assert "still running" in str(error)
+        assert _live.POSTCOPY_RUNNING_LIMIT <= clock.now - started <= _live.POSTCOPY_RUNNING_LIMIT + 5
+    assert dom.resumes > 10  # asked again every few seconds, not backed off to 20 s

@@ -227,3 +227,31 @@ def test_a_persistent_pool_that_is_not_active_is_not_taken_for_a_vanished_one(cl
     finally:
         client.lookup_pool("images").create(0)
     stager.close()
+
+
+class _PoolWhoseVolumeGoesAway:
+    """Hands out a volume, then deletes it through another handle: as when the interrupted run's module deletes
+    the same file between this run's lookup and delete."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def storageVolLookupByName(self, name):
+        vol = self._pool.storageVolLookupByName(name)
+        self._pool.storageVolLookupByName(name).delete(0)
+        return vol
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
+def test_a_volume_deleted_by_another_run_under_our_delete_counts_as_gone(client, tmp_path):
+    stager = VolumeGateway(client)
+    directory = tmp_path / "images"
+    path = str(directory / "z.raw")
+    stager.create(VolumeSpec(path, "raw", 512))
+    stager._pools_by_dir[str(directory)] = _PoolWhoseVolumeGoesAway(stager._pools_by_dir[str(directory)])
+    assert stager.remove(path) is False
+    stager._pools_by_dir[str(directory)] = stager._pools_by_dir[str(directory)]._pool
+    assert stager.existing(path) is None
+    stager.close()
