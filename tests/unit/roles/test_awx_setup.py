@@ -16,22 +16,22 @@ ROOT = Path(__file__).resolve().parents[3]
 PATTERN = ROOT / "extensions" / "patterns" / "kvm_migration"
 
 
-def rendered(tmp_path):
+def rendered(tmp_path, *extra):
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(PATTERN / "setup.yml"),
-                           "-e", "kvm_migration_pattern_render_only=true"],
+                           "-e", "kvm_migration_pattern_render_only=true", *extra],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(proc.stdout[proc.stdout.index("{"):])
     tasks = data["plays"][0]["tasks"]
     shown = next(t for t in tasks if t["task"]["name"] == "Show what would be configured")
-    return shown["hosts"]["localhost"]["kvm_migration_pattern_config"]
+    return shown["hosts"]["localhost"]["kvm_migration_pattern_config"], proc.stdout
 
 
 def test_setup_renders_every_survey_from_anywhere_and_points_at_real_playbooks(tmp_path):
-    config = rendered(tmp_path)
+    config, _out = rendered(tmp_path)
     templates = config["controller_templates"]
     surveys = {p.stem: yaml.safe_load(p.read_text()) for p in (PATTERN / "template_surveys").glob("*.yml")}
     used = set()
@@ -67,7 +67,41 @@ def test_pattern_definition_follows_the_specification_and_matches_setup(tmp_path
         assert imported.startswith("kvm.migration.")
         assert (ROOT / "playbooks" / (imported.split(".", 2)[2] + ".yml")).is_file(), imported
     # One list of job templates: the ones setup.yml configures are the ones the definition names.
-    config = rendered(tmp_path)
+    config, _out = rendered(tmp_path)
     assert [job["name"] for job in jobs] == [t["name"] for t in config["controller_templates"]]
     assert [job["playbook"] for job in jobs] == [t["playbook"].rsplit("/", 1)[-1]
                                                  for t in config["controller_templates"]]
+
+
+def test_setup_creates_everything_its_job_templates_refer_to_and_never_prints_the_key(tmp_path):
+    key = tmp_path / "id_hypervisors"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material\n-----END OPENSSH PRIVATE KEY-----\n")
+    config, out = rendered(tmp_path, "-e", '{"kvm_migration_hypervisors": ["hv1.example.com", "hv2.example.com"]}',
+                           "-e", "kvm_migration_ssh_key_file=%s" % key, "-e", "kvm_migration_organization=Infra")
+    assert [o["name"] for o in config["organizations"]] == ["Infra"]
+    (project,) = config["controller_projects"]
+    assert project["scm_type"] == "git" and project["scm_url"].endswith(".git") and project["organization"] == "Infra"
+    (inventory,) = config["controller_inventories"]
+    assert config["controller_hosts"] == [{"name": "hv1.example.com", "inventory": inventory["name"]},
+                                          {"name": "hv2.example.com", "inventory": inventory["name"]}]
+    (credential,) = config["controller_credentials"]
+    assert credential["credential_type"] == "Machine" and credential["inputs"]["username"] == "root"
+    assert credential["inputs"]["ssh_key_data"] == "(read from %s)" % key
+    assert "secret-key-material" not in out
+    labels = {label["name"] for label in config["controller_labels"]}
+    pattern = json.loads((PATTERN / "meta" / "pattern.json").read_text())
+    assert labels == set(pattern["aap_resources"]["controller_labels"])
+    ee_names = {ee["name"] for ee in config["controller_execution_environments"]}
+    for template in config["controller_templates"]:
+        assert template["organization"] == "Infra", template["name"]
+        assert template["project"] == project["name"] and template["inventory"] == inventory["name"]
+        assert template["credentials"] == [credential["name"]], template["name"]
+        assert template["execution_environment"] in ee_names
+        assert set(template["labels"]) <= labels, template["name"]
+
+
+def test_setup_without_settings_adds_no_hosts_and_no_key(tmp_path):
+    config, _out = rendered(tmp_path)
+    assert config["controller_hosts"] == []
+    assert "ssh_key_data" not in config["controller_credentials"][0]["inputs"]
+    assert [o["name"] for o in config["organizations"]] == ["KVM migration"]
