@@ -34,6 +34,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._live import LiveRun
+from ansible_collections.kvm.migration.plugins.module_utils._migration_diff import migration_diff, predicted_state
 from ansible_collections.kvm.migration.plugins.module_utils._offline import OfflineMove
 from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest, build_plan
 from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight, PreflightFailed
@@ -111,6 +112,7 @@ class Migration(Recovery, Arrival, OfflineMove):
         started = time.monotonic()
         report, located = self.preflight()
         src, dst = located.source_domain, located.dest_domain
+        self.found = (src, dst, self._final_state(src, dst))
         result = {"changed": False, "name": req.name, "preflight": report.as_dict()}
         if self.preflight_retries:
             result["preflight_retries"] = self.preflight_retries
@@ -193,6 +195,21 @@ class Migration(Recovery, Arrival, OfflineMove):
             "state": self._final_state(self.source.lookup_domain_by_uuid(uuid), dst),
         })
         return result
+
+    def diff(self, result, check_mode=False):
+        """Before and after of a finished execute(): placement and the destination's definition."""
+        src, dst, before = self.found
+        if not result.get("changed"):
+            return migration_diff(self.request, before, before, dst, dst, self.request.dest_uri)
+        if check_mode:
+            return migration_diff(self.request, before, predicted_state(self.request, before), dst, dst,
+                                  self.request.dest_uri, source_for_after=src if dst is None else None)
+        uuid = (src or dst).UUIDString()
+        try:
+            arrived = self.dest.lookup_domain_by_uuid(uuid)
+        except Exception:  # the diff never turns a finished migration into a failure
+            arrived = None
+        return migration_diff(self.request, before, result.get("state", before), dst, arrived, self.request.dest_uri)
 
     def _report_plan(self, result, located, plan, reason, strategy):
         """What a migration will do (all that check mode reports)."""

@@ -52,7 +52,10 @@ attributes:
       - Check mode runs the preflight on both hosts and reports it with the planned flags and volumes, and changes
         nothing.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - The diff shows where the domain runs and is defined on both hosts, before and after, and its definition
+        on the destination (in check mode, the source's migratable definition that would be made there).
   idempotent:
     support: partial
     details:
@@ -463,14 +466,19 @@ def run_module(module):
     request.validate()  # before any connection: bad input changes nothing anywhere
     source = module.client(role="source")
     dest = module.client(request.dest_uri, role="destination", connect=False)
+    migration = Migration(source, dest, request)
     if module.check_mode:
-        result = Migration(source, dest, request).execute(check_mode=True)
+        result = migration.execute(check_mode=True)
     else:
         # A run whose controller was killed may still be finishing this domain's migration here: wait for it.
         with RunLock(request.name) as lock:
-            result = Migration(source, dest, request).execute()
+            result = migration.execute()
+            if module.diff_mode:
+                result["diff"] = migration.diff(result)
         if lock.holder is not None:
             result["waited_for_other_run"] = {"seconds": round(lock.waited, 1), "holder": lock.holder}
+    if module.check_mode and module.diff_mode:
+        result["diff"] = migration.diff(result, check_mode=True)
     module.exit_json(**result)
 
 

@@ -6,7 +6,7 @@ made with the hosts' own tools (virsh, qemu-img) via the lab, never with the col
 from __future__ import annotations
 
 import json
-
+import re
 import time
 
 import pytest
@@ -35,11 +35,17 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook, tmp_pa
     before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
 
     # Check mode first: predicts a change, changes nothing.
-    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST), check=True)
+    run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST), check=True, diff=True)
     assert not run.failed, run.stdout[-3000:]
     planned = run.task("Migrate the VM")
     assert planned["changed"] is True
     assert planned["operation"] == "migrate"
+    # --diff: placement before and as predicted, and the definition the destination would get.
+    assert re.search(r"^source \S+: running, defined$", planned["diff"]["before"], re.M), planned["diff"]
+    assert re.search(r"^destination \S+: absent$", planned["diff"]["before"], re.M), planned["diff"]
+    assert re.search(r"^destination \S+: running, defined$", planned["diff"]["after"], re.M), planned["diff"]
+    assert re.search(r"^source \S+: absent$", planned["diff"]["after"], re.M), planned["diff"]
+    assert f"<name>{guest.name}</name>" in planned["diff"]["after"]
     assert [v["path"] for v in planned["volumes"]] == [guest.disk_path]
     assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
     assert guest.state(SRC) == "running"
@@ -47,9 +53,12 @@ def test_round_trip_live_migration(lab, ansible, guest, migrate_playbook, tmp_pa
     # A → B, for real, removing the source image once B checks out (so that B → A finds the path free).
     report_file = tmp_path / "report.json"
     run = ansible.playbook(migrate_playbook, migrate_vars(guest.name, SRC, DST, live_migration_source_cleanup=True,
-                                                          live_migration_report_file=str(report_file)))
+                                                          live_migration_report_file=str(report_file)), diff=True)
     assert not run.failed, run.stdout[-3000:]
     moved = run.task("Migrate the VM")
+    # --diff of the real run: what was found, and what is there now, read from the destination.
+    assert "(none)" in moved["diff"]["before"] and f"<name>{guest.name}</name>" in moved["diff"]["after"]
+    assert re.search(r"^destination \S+: running, defined$", moved["diff"]["after"], re.M), moved["diff"]
     # The report reaches the next workflow node (set_stats) and the file, with the figures migrate returned.
     report = json.loads(report_file.read_text())
     assert run.data["global_custom_stats"]["kvm_migration_report"] == report

