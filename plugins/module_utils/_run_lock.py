@@ -49,10 +49,15 @@ class RunLock:
         self._fd = None
 
     def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         started = time.monotonic()
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OperationFailed("Cannot create the lock %s for the migration of %s: %s; nothing was changed"
+                                      % (self.path, self.name, exc),
+                                      hint="run the module as root (become: true)")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -85,3 +85,11 @@ def test_no_name_escapes_the_lock_directory(tmp_path, name):
     path = lock_path(name, str(tmp_path))
     assert os.path.dirname(path) == str(tmp_path)
     assert os.path.basename(path).startswith("migrate-") and path.endswith(".lock")
+
+
+def test_a_lock_directory_that_cannot_be_made_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(OperationFailed, match="Cannot create the lock .* for the migration of web01"):
+        with RunLock("web01", directory=str(blocker / "locks")):
+            pytest.fail("locked inside a file")
