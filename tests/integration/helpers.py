@@ -122,6 +122,61 @@ class Ansible:
                 os.unlink(path)
 
 
+@dataclass
+class RunnerRun(PlaybookRun):
+    """A run through ansible-runner: the task results and the recap rebuilt from its event stream."""
+    events: list = field(default_factory=list)
+    status: str = ""
+
+    @property
+    def custom_stats(self) -> dict:
+        """The set_stats data in the recap event: what AWX hands to the next node of a workflow."""
+        for event in self.events:
+            if event.get("event") == "playbook_on_stats":
+                return event["event_data"].get("artifact_data") or {}
+        return {}
+
+
+class Runner:
+    """Run a playbook through ansible-runner, the engine AWX and Automation Controller use to run a job
+    template: the same event stream and artifacts as a job there, with no AWX installed."""
+
+    RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"}
+
+    def __init__(self, inventory: Path):
+        self.inventory = inventory
+
+    def playbook(self, playbook: Path | str, extra_vars: dict, private_data_dir: Path,
+                 timeout: int = 900) -> RunnerRun:
+        import ansible_runner  # pylint: disable=import-outside-toplevel  (a test requirement only)
+
+        env = ansible_env()
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["ANSIBLE_NOCOLOR"] = "1"
+        runner = ansible_runner.run(private_data_dir=str(private_data_dir), playbook=str(playbook),
+                                    inventory=str(self.inventory), extravars=extra_vars, envvars=env,
+                                    timeout=timeout, quiet=True)
+        events = list(runner.events)
+        tasks, by_uuid, stats = [], {}, {}
+        for event in events:
+            data = event.get("event_data", {})
+            if event["event"] == "playbook_on_task_start":
+                by_uuid[data["task_uuid"]] = {"task": {"name": data["task"]}, "hosts": {}}
+                tasks.append(by_uuid[data["task_uuid"]])
+            elif event["event"] in self.RESULT_EVENTS and data.get("task_uuid") in by_uuid:
+                res = dict(data.get("res") or {})
+                if event["event"] != "runner_on_ok":
+                    res.setdefault("failed", event["event"] != "runner_on_skipped")
+                by_uuid[data["task_uuid"]]["hosts"][data["host"]] = res
+            elif event["event"] == "playbook_on_stats":
+                for key in ("changed", "failures", "ok", "skipped", "dark"):
+                    for host, count in (data.get(key) or {}).items():
+                        stats.setdefault(host, {})[key] = count
+        stdout = "\n".join(e.get("stdout", "") for e in events if e.get("stdout"))
+        return RunnerRun(rc=runner.rc, data={"stats": stats}, stderr="", stdout=stdout, tasks=tasks,
+                         events=events, status=runner.status)
+
+
 def host_snapshot(lab, host: str) -> str:
     """What a migration could change on a host: domains (with state and persistence), storage pools, and
     the files in the image directory.  Sizes are left out: a running guest's own disk grows as it writes."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import ROOT, Ansible
+from helpers import ROOT, Ansible, Runner
 from kvmlab.guestops import LabGuest, install_guest
 from kvmlab.lab import DEFAULT_SUITE, Lab
 
@@ -63,6 +63,12 @@ def bookworm_lab(lab_session):
 @pytest.fixture(scope="session")
 def ansible():
     return Ansible(Lab().inventory_path)
+
+
+@pytest.fixture(scope="session")
+def runner():
+    """Playbooks run as AWX runs a job template: through ansible-runner."""
+    return Runner(Lab().inventory_path)
 
 
 @pytest.fixture

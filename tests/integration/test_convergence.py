@@ -62,16 +62,18 @@ def test_dirty_rate_and_prediction(lab, ansible, busy):
     assert off["failed"] and "is not running" in off["msg"]
 
 
-def test_auto_picks_more_than_plain_precopy_and_shows_live_progress(ansible, busy, monkeypatch):
-    """A guest dirtying faster than the capped link: not plain pre-copy, and it completes.  Run through the
-    playbook, whose output shows the live progress lines of the action plugin."""
-    # As AWX would send it: a string extra var; the environment's value must lose to it.
+def test_auto_picks_more_than_plain_precopy_and_shows_live_progress(runner, busy, monkeypatch, tmp_path):
+    """A guest dirtying faster than the capped link: not plain pre-copy, and it completes.  Run as an AWX job
+    template runs it: the pattern's playbook through ansible-runner, every survey answer a string, and the
+    live progress lines of the action plugin in the job's event stream."""
+    # The environment's value must lose to the extra var.
     monkeypatch.setenv("KVM_MIGRATION_PROGRESS_INTERVAL", "3600")
-    run = ansible.playbook(ROOT / "playbooks" / "migrate.yml", {
+    run = runner.playbook(ROOT / "extensions/patterns/kvm_migration/playbooks/migrate.yml", {
         "live_migration_vm": busy.name, "live_migration_source": SRC, "live_migration_destination": DST,
-        "live_migration_bandwidth": 20, "live_migration_source_cleanup": True,
-        "kvm_migration_progress_interval": "1"})
-    assert not run.failed, run.stdout[-3000:]
+        "live_migration_live": "true", "live_migration_storage": "auto", "live_migration_bandwidth": "20",
+        "live_migration_strategy": "auto", "live_migration_postcopy": "off",
+        "live_migration_source_cleanup": "true", "kvm_migration_progress_interval": "1"}, tmp_path)
+    assert run.status == "successful" and run.rc == 0, run.stdout[-3000:]
     result = run.task("Migrate the VM")
     strategy = result["strategy"]
     assert strategy["prediction"]["converges"] is False
@@ -79,9 +81,17 @@ def test_auto_picks_more_than_plain_precopy_and_shows_live_progress(ansible, bus
     assert strategy["measured"]["bandwidth"]["source"] == "bandwidth cap"
     assert result["summary"]["downtime_ms"] <= 500
     assert_alive_on_destination(busy)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("hv-a: migrating busyvm")]
-    assert any("% of" in line and "MiB/s" in line and "iteration" in line for line in lines), run.stdout[:2000]
+    lines = [line.strip() for e in run.events for line in e.get("stdout", "").splitlines()
+             if line.strip().startswith("hv-a: migrating busyvm")]
+    assert any("% of" in line and "MiB/s" in line and "iteration" in line for line in lines), run.stdout[:3000]
     assert len(lines) >= 3, lines  # one per second, not one per hour
+    # What the next workflow node gets, and the artifact ansible-runner leaves for AWX.
+    report = run.custom_stats["kvm_migration_report"]
+    assert {k: report[k] for k in ("vm", "from", "to", "result")} == {
+        "vm": busy.name, "from": SRC, "to": DST, "result": "done"}, report
+    assert report["strategy"] == strategy["chosen"] and int(report["bytes"]) > 0, report
+    assert run.changed > 0 and not any(s.get("failures") for s in run.data["stats"].values()), run.data
+    assert any(tmp_path.glob("artifacts/*/job_events/*.json")), list(tmp_path.rglob("*"))[:20]
 
 
 def test_postcopy_when_allowed(lab, ansible, busy):

@@ -19,6 +19,7 @@ SRC, DESTINATIONS = "hv-a", ("hv-b", "hv-c")
 HOSTS = (SRC,) + DESTINATIONS
 MARK = "/var/lib/kvm-migration/maintenance.json"
 PLAYBOOK = ROOT / "playbooks" / "evacuate.yml"
+PATTERN_PLAYBOOK = ROOT / "extensions/patterns/kvm_migration/playbooks/evacuate.yml"
 
 
 @pytest.fixture
@@ -66,7 +67,8 @@ def marked(lab, host):
     return lab.exec(host, ["test", "-e", MARK], check=False).returncode == 0
 
 
-def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab, ansible, guests):
+def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab, ansible, runner, guests,
+                                                                             tmp_path):
     guests["off"].define(SRC, start=False)
     guests["idle"].start_and_wait(SRC, ticks=2)
     guests["dirty"].start_and_wait(SRC, ticks=2)
@@ -84,9 +86,15 @@ def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab,
     assert {h: host_snapshot(lab, h) for h in HOSTS} == before
     assert not marked(lab, SRC)
 
-    run = ansible.playbook(PLAYBOOK, evacuate_vars(evacuate_max_outgoing=2))
-    assert not run.failed, run.stdout[-3000:]
+    # The evacuation itself as an AWX job template runs it: the pattern's playbook through ansible-runner,
+    # the survey's answers as strings.
+    run = runner.playbook(PATTERN_PLAYBOOK, evacuate_vars(evacuate_max_outgoing="2", evacuate_max_incoming="2",
+                                                          evacuate_poll_interval="2", evacuate_policy="fail",
+                                                          evacuate_force_off="false"), tmp_path)
+    assert run.status == "successful", run.stdout[-3000:]
     result = run.task("Move the guests")
+    stats = run.custom_stats["kvm_migration_evacuation"]
+    assert stats["source"] == SRC and sorted(m["name"] for m in stats["moves"]) == sorted(g.name for g in three)
     assert {r["name"]: r["result"] for r in result["moves"]} == {g.name: "moved" for g in three}, result
     # The cap, proven from the start and end times: never more than two at once.
     running = peak = 0
