@@ -125,6 +125,9 @@ sanity: deps
 		| rsync -a --files-from=- . $(SANITY_TREE)/
 	@cd $(SANITY_TREE) && git init -q && git add -A >/dev/null
 	cd $(SANITY_TREE) && $(VENV)/bin/ansible-test sanity --python 3.11 --color no $(SANITY_ARGS)
+	# The docsite as antsibull-docs builds it from this tree: extra docs and plugin docs render, every reference resolves.
+	$(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs \
+		--validate-collection-refs=self --disallow-unknown-collection-refs $(SANITY_TREE)
 
 lint: deps install
 	$(VENV)/bin/ansible-lint --profile production --offline -q

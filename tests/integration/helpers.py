@@ -148,7 +148,8 @@ class Runner:
 
     def playbook(self, playbook: Path | str, extra_vars: dict, private_data_dir: Path,
                  timeout: int = 900) -> RunnerRun:
-        import ansible_runner  # pylint: disable=import-outside-toplevel  (a test requirement only)
+        # A test requirement only: imported where it is used.
+        import ansible_runner  # pylint: disable=import-outside-toplevel
 
         env = ansible_env()
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -67,8 +67,7 @@ def marked(lab, host):
     return lab.exec(host, ["test", "-e", MARK], check=False).returncode == 0
 
 
-def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab, ansible, runner, guests,
-                                                                             tmp_path):
+def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab, ansible, runner, guests, tmp_path):
     guests["off"].define(SRC, start=False)
     guests["idle"].start_and_wait(SRC, ticks=2)
     guests["dirty"].start_and_wait(SRC, ticks=2)
