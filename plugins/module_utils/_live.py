@@ -142,6 +142,7 @@ class LiveRun:
         self.job_end_seen = None
         self.call_returned = True
         self._uuid = None
+        self._run_started = None
 
     @property
     def events(self):
@@ -149,6 +150,10 @@ class LiveRun:
 
     def event(self, t, name, reason):
         self.events.append((round(t, 1), name, reason))
+
+    def elapsed(self):
+        """Seconds since the migration call started, the clock of every event."""
+        return time.monotonic() - self._run_started if self._run_started is not None else 0.0
 
     # ------------------------------------------------------------------ run
     def run(self, dom, plan):
@@ -166,7 +171,7 @@ class LiveRun:
         self._uuid = dom.UUIDString()
         monitor = Monitor(self.source, self._uuid)
         thread = threading.Thread(target=worker, name="migrate-%s" % self.request.name, daemon=True)
-        started = time.monotonic()
+        started = self._run_started = time.monotonic()
         thread.start()
         downtime_set = False
         forced_abort = False
@@ -276,7 +281,7 @@ class LiveRun:
             time.sleep(delay)
             found = self.postcopy_state(uuid)
             if found == "finished":
-                self.event(0.0, "postcopy finished", "QEMU completed the migration on its own after: %s"
+                self.event(self.elapsed(), "postcopy finished", "QEMU completed the migration on its own after: %s"
                            % error_text(error))
                 return None, found
             if found == "running":
@@ -288,7 +293,7 @@ class LiveRun:
                 try:
                     src = self.source.lookup_domain_by_uuid(uuid)
                     src.migrateToURI3(self.request.dest_uri, plan.params, plan.flags | flag)
-                    self.event(0.0, "postcopy resumed", "attempt %d after: %s" % (attempts, error_text(error)))
+                    self.event(self.elapsed(), "postcopy resumed", "attempt %d after: %s" % (attempts, error_text(error)))
                     return None, "finished"
                 except Exception as exc:  # keep the last reason, back off
                     error = exc

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.kvm.migration.plugins.module_utils._errors import OperationFailed
+from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
 
 MARK_PATH = "/var/lib/kvm-migration/maintenance.json"
 # Written by migration_job state=aborted: an evacuation running from this host starts nothing more.  The
@@ -60,3 +60,37 @@ def remove_mark(path=MARK_PATH):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+MAX_RECORDED = 1000
+MAX_NAME = 255
+
+
+def recorded_moves(rows):
+    """The guests an evacuation moved, from its rows (`kvm.migration.evacuate`'s RV moves, or the same shape):
+    {name, to, strategy} for every row whose result is "moved".  Anything else is a clear error naming the row,
+    so that nothing unreadable lands in the mark."""
+    if not isinstance(rows, list) or len(rows) > MAX_RECORDED:
+        raise InvalidRequest("moved must be a list of at most %d rows (got %s)"
+                             % (MAX_RECORDED, len(rows) if isinstance(rows, list) else type(rows).__name__))
+    moves = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidRequest("moved[%d] must be a dict with name and to (got %r)" % (index, row))
+        if row.get("result", "moved") != "moved":
+            continue
+        for key in ("name", "to"):
+            value = row.get(key)
+            if not isinstance(value, str) or not value or len(value) > MAX_NAME or any(
+                    ord(ch) < 32 or ch in "/\\" for ch in value):
+                raise InvalidRequest("moved[%d].%s must be a name of 1-%d characters without '/' or control "
+                                     "characters (got %r)" % (index, key, MAX_NAME, value))
+        moves.append({"name": row["name"], "to": row["to"], "strategy": str(row.get("strategy") or "")[:100]})
+    return moves
+
+
+def merge_moves(recorded, moves):
+    """The mark's record after an evacuation run: the latest move of each guest wins, in name order."""
+    by_name = {m["name"]: m for m in (recorded or []) if isinstance(m, dict) and "name" in m}
+    by_name.update((m["name"], m) for m in moves)
+    return [by_name[name] for name in sorted(by_name)]

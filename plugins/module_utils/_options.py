@@ -68,6 +68,7 @@ def _num(value):
 MIGRATE_BOUNDS = {
     "bandwidth": Bound(0, MAX_BANDWIDTH_MIB, "MiB/s", "libvirt's limit", "no cap"),
     "link_speed": Bound(0, MAX_BANDWIDTH_MIB, "MiB/s", "libvirt's limit", "measure it"),
+    "postcopy_bandwidth": Bound(0, MAX_BANDWIDTH_MIB, "MiB/s", "libvirt's limit", "no cap"),
     "max_downtime": Bound(1, MAX_DOWNTIME_MS, "ms", "QEMU's limit is 2000 s"),
     "downtime_step_interval": Bound(0.5, 3600, "s"),
     "parallel_connections": Bound(0, MAX_PARALLEL_CONNECTIONS, "connections", "QEMU's multifd limit",

@@ -66,6 +66,7 @@ class MigrationRequest:
     compression: str = "none"
     auto_converge: bool = None
     postcopy: str = "off"
+    postcopy_bandwidth: int = 0
     completion_timeout: int = DEFAULT_SECONDS_PER_GIB
     completion_action: str = "abort"
     progress_timeout: int = 150
@@ -101,6 +102,10 @@ class MigrationRequest:
             raise InvalidRequest("strategy must be auto or manual, not %r" % self.strategy)
         if self.postcopy not in ("off", "immediate", "on_demand"):
             raise InvalidRequest("postcopy must be off, immediate or on_demand, not %r" % self.postcopy)
+        if self.postcopy_bandwidth and self.postcopy == "off":
+            raise InvalidRequest("postcopy_bandwidth=%s caps the post-copy phase, but postcopy is off"
+                                 % self.postcopy_bandwidth, hint="set postcopy: on_demand (or immediate), or drop "
+                                 "postcopy_bandwidth; bandwidth caps the pre-copy phase")
         if self.compression not in COMPRESSION_METHODS:
             raise InvalidRequest("compression must be one of %s" % ", ".join(COMPRESSION_METHODS))
         if self.compression in ("zlib", "zstd") and not self.parallel_connections:
@@ -174,6 +179,8 @@ def build_plan(req, located, tuning=None):
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [t for t, _v, _a in storage.copy]
     if req.bandwidth:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(req.bandwidth)
+    if req.postcopy_bandwidth and "POSTCOPY" in names:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = int(req.postcopy_bandwidth)
     if req.migrate_uri:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = req.migrate_uri
     if req.disks_uri:

@@ -31,6 +31,17 @@ options:
     description: Why, for whoever reads the mark. A changed reason on a marked host updates the mark.
     type: str
     default: ""
+  moved:
+    description:
+      - With O(state=maintenance), guests that left the host, recorded in the mark so that the
+        C(kvm.migration.evacuate) role can bring them back (C(evacuate_return)). Takes the rows of
+        RV(kvm.migration.evacuate#module:moves) as they are - C(name), C(to) (an inventory hostname) and C(strategy);
+        rows whose C(result) is not V(moved) are left out.
+      - The latest move of a guest replaces an earlier one; guests recorded before stay. The record goes with
+        the mark when O(state=active).
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
     support: full
@@ -48,6 +59,11 @@ EXAMPLES = r"""
     state: maintenance
     reason: kernel update CHG-1234
 
+- name: Record where the evacuation took the guests
+  kvm.migration.host_maintenance:
+    reason: kernel update CHG-1234
+    moved: "{{ evacuation.moves }}"
+
 - name: Take hv1 back into service
   kvm.migration.host_maintenance:
     state: active
@@ -59,10 +75,13 @@ maintenance:
   returned: always
   type: bool
 mark:
-  description: The mark after the task (C(reason), C(since) in UTC ISO 8601, C(by)), or null.
+  description:
+    - The mark after the task (C(reason), C(since) in UTC ISO 8601, C(by), and C(moved), the guests recorded
+      with O(moved)), or null.
   returned: always
   type: dict
-  sample: {reason: kernel update, since: "2026-12-03T18:00:00Z", by: root}
+  sample: {reason: kernel update, since: "2026-12-03T18:00:00Z", by: root,
+           moved: [{name: web01, to: hv2, strategy: live (pre-copy)}]}
 """
 
 import datetime
@@ -71,7 +90,9 @@ import getpass
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
 from ansible_collections.kvm.migration.plugins.module_utils._maintenance import (
     MAX_REASON,
+    merge_moves,
     read_mark,
+    recorded_moves,
     remove_mark,
     write_mark,
 )
@@ -83,15 +104,21 @@ def run_module(module):
     if len(p["reason"]) > MAX_REASON or any(ord(ch) < 32 for ch in p["reason"]):
         raise InvalidRequest("reason must be one line of at most %d characters (got %d characters)"
                              % (MAX_REASON, len(p["reason"])))
+    moves = recorded_moves(p["moved"])
+    if moves and p["state"] == "active":
+        raise InvalidRequest("moved is recorded with state=maintenance only (got %d rows with state=active)"
+                             % len(moves))
     before = read_mark()
     if p["state"] == "active":
         after = None
-    elif before is not None and before.get("reason") == p["reason"]:
-        after = before
     else:
-        after = {"reason": p["reason"], "by": getpass.getuser(),
-                 "since": (before or {}).get("since") or
-                 datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        after = dict(before or {})
+        if before is None or before.get("reason") != p["reason"]:
+            after.update({"reason": p["reason"], "by": getpass.getuser(),
+                          "since": after.get("since") or
+                          datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        if moves:
+            after["moved"] = merge_moves(after.get("moved"), moves)
     changed = after != before
     if changed and not module.check_mode:
         if after is None:
@@ -110,6 +137,7 @@ def main():
         argument_spec={
             "state": {"type": "str", "default": "maintenance", "choices": ["maintenance", "active"]},
             "reason": {"type": "str", "default": ""},
+            "moved": {"type": "list", "elements": "dict", "default": []},
         },
         supports_check_mode=True,
     )

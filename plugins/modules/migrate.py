@@ -177,6 +177,14 @@ options:
     type: str
     choices: ["off", immediate, on_demand]
     default: "off"
+  postcopy_bandwidth:
+    description:
+      - Bandwidth cap for the post-copy phase in MiB/s. V(0) means no cap, as in QEMU and C(virsh migrate
+        --postcopy-bandwidth) - O(bandwidth) does not apply after the switch.
+      - Every page the guest touches and the destination does not have yet waits for the network in post-copy, so
+        a cap makes that phase, and the guest's slowdown, last longer; set it to protect a shared link.
+    type: int
+    default: 0
   completion_timeout:
     description:
       - Seconds per GiB of RAM plus copied disk after which O(completion_action) is taken (Nova's 800), at least 120
@@ -498,6 +506,7 @@ def main():
         "compression": {"type": "str", "default": "none", "choices": ["none", "xbzrle", "zlib", "zstd"]},
         "auto_converge": {"type": "bool"},
         "postcopy": {"type": "str", "default": "off", "choices": ["off", "immediate", "on_demand"]},
+        "postcopy_bandwidth": {"type": "int", "default": 0},
         "completion_timeout": {"type": "int", "default": 800},
         "completion_action": {"type": "str", "default": "abort", "choices": ["abort", "postcopy", "pause"]},
         "progress_timeout": {"type": "int", "default": 150},

@@ -130,10 +130,31 @@ def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab,
     assert plan_b["plan"]["unplaceable"][0]["reasons"][SRC] == "the host is in maintenance"
     assert "x" in plan_b["plan"]["unreachable"]
 
-    # Back into service.
-    active = ansible.playbook(PLAYBOOK, evacuate_vars(evacuate_state="active"))
-    assert not active.failed, active.stdout[-3000:]
+    # Back into service, the guests brought back from the record in the mark: check mode first (nothing moves).
+    recorded = {m["name"]: m["to"] for m in ansible.module(SRC, "kvm.migration.migration_info", {})
+                .task("probe")["maintenance"]["moved"]}
+    assert recorded == {g.name: planned[g.name] for g in three}, recorded
+    before = {h: host_snapshot(lab, h) for h in HOSTS}
+    back = evacuate_vars(evacuate_state="active", evacuate_return="true")
+    dry = ansible.playbook(PLAYBOOK, back, check=True)
+    assert not dry.failed, dry.stdout[-3000:]
+    assert {h: host_snapshot(lab, h) for h in HOSTS} == before and marked(lab, SRC)
+
+    returned = ansible.playbook(PLAYBOOK, back)
+    assert not returned.failed, returned.stdout[-3000:]
     assert not marked(lab, SRC)
+    for key in ("idle", "dirty"):
+        g = guests[key]
+        assert where(g) == {SRC: "running"}, where(g)
+        proof = g.proof([SRC, planned[g.name]])
+        assert not proof["problems"] and len(proof["boot_ids"]) == 1, proof
+    assert where(off) == {SRC: "shut off"}
+    for g in three:  # evacuate_return_cleanup: nothing of the guest stays where it was parked
+        assert lab.exec(planned[g.name], ["test", "-e", g.disk_path], check=False).returncode != 0, g.name
+    assert lab.exec(SRC, ["qemu-img", "check", "-q", off.disk_path], check=False).returncode == 0
+
+    again = ansible.playbook(PLAYBOOK, back)
+    assert not again.failed and again.changed == 0, again.stdout[-3000:]
 
 
 def test_a_guest_that_fits_nowhere_fails_skips_or_moves_offline_as_the_policy_says(lab, ansible, guests):

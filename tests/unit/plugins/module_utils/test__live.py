@@ -214,6 +214,7 @@ def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes
     dom = StillRunningDomain()
     run = live_run(dom)
     started = clock.now
+    run._run_started = started - 30  # the migration call began 30 s before post-copy failed
     monkeypatch.setattr(run, "postcopy_state", lambda _uuid: (
         "finished" if completes_after is not None and clock.now - started >= completes_after else "failed"))
     error, found = run.recover_postcopy(dom, Plan(), RuntimeError("post-copy failed"))
@@ -221,6 +222,9 @@ def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes
     if expected == "finished":
         assert error is None
         assert clock.now - started < _live.POSTCOPY_RUNNING_LIMIT
+        # Events carry the migration's clock, not 0.
+        finished = [t for t, name, _reason in run.events if name == "postcopy finished"]
+        assert finished and finished[0] >= 30 + completes_after, run.events
     else:
         assert "still running" in str(error)
         assert _live.POSTCOPY_RUNNING_LIMIT <= clock.now - started <= _live.POSTCOPY_RUNNING_LIMIT + 5

@@ -198,6 +198,26 @@ def test_stale_source_definition_is_removed_when_the_domain_runs_on_destination(
     assert migration(hosts).execute()["changed"] is False
 
 
+def test_the_post_copy_phase_gets_its_own_cap_only_with_post_copy(hosts, tmp_path):
+    source, _dest = hosts
+    dom = source.lookup_domain("vm1")
+    disk = VolumeSpec(str(tmp_path / "images" / "vm1.qcow2"), "qcow2", dom.blockInfo("vda")[0])
+    copy_all = located_with(dom, StoragePlan("copy_all", "copy_all", copy=[("vda", disk, 1 << 20)]))
+    # The strategy's decision (tuning) says whether post-copy is on for this run.
+    post_copy = {"postcopy": "immediate"}
+    plan = migration(hosts, bandwidth=4, postcopy="immediate", postcopy_bandwidth=8).plan(copy_all, post_copy)
+    assert "postcopy" in plan.flag_names
+    assert (plan.params["bandwidth"], plan.params["bandwidth.postcopy"]) == (4, 8)
+    assert "bandwidth.postcopy" not in migration(hosts, bandwidth=4, postcopy="immediate").plan(
+        copy_all, post_copy).params
+    assert "bandwidth.postcopy" not in migration(hosts, postcopy="on_demand", postcopy_bandwidth=8).plan(
+        copy_all, {"postcopy": "off"}).params
+    with pytest.raises(InvalidRequest, match="postcopy_bandwidth=8 caps the post-copy phase, but postcopy is off"):
+        migration(hosts, postcopy_bandwidth=8).preflight()
+    with pytest.raises(InvalidRequest, match="postcopy_bandwidth"):
+        migration(hosts, postcopy="on_demand", postcopy_bandwidth=1e23).preflight()
+
+
 @pytest.mark.parametrize("field, value", [("bandwidth", -1), ("link_speed", -1), ("timeout", -5), ("memory_margin", -1),
                                           ("poll_interval", 0), ("storage", "magic")])
 def test_invalid_numbers_and_modes_are_refused(hosts, field, value):
