@@ -20,13 +20,13 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.kvm.migration.plugins.module_utils._evacuation import Admission, Move
 from ansible_collections.kvm.migration.plugins.module_utils._maintenance import ABORT_REQUEST_PATH
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 
 display = Display()
 
 ASYNC_LIMIT = 7 * 24 * 3600  # migrate's own timeouts end a migration long before this
 # Options of migrate that the evacuation sets per guest, so the user's migrate_options cannot override them.
 PER_MOVE = ("name", "dest_uri", "live", "persistent")
-MIB = 1024 * 1024
 
 
 def row(move, result, seconds):

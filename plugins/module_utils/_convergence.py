@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-MIB = 1024 * 1024
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
+
 # What one migration costs beyond the bytes (setup, handshakes, the switch-over), measured in the lab.
 FIXED_OVERHEAD_S = 1.5
 MAX_ROUNDS = 200
@@ -34,7 +35,6 @@ AUTO_CONVERGE_INCREMENT = 0.10
 AUTO_CONVERGE_TRIGGER = 0.50
 AUTO_CONVERGE_MAX_THROTTLE = 0.99
 
-STRATEGIES = ("precopy", "auto_converge", "postcopy", "offline")
 # Averaged page-sampling dirty rates were within about 20 % of the set rate in the benchmarks
 # (docs/performance.md): closer to the link than that, whether plain pre-copy converges is a guess.
 RHO_UNCERTAIN = (0.8, 1.25)

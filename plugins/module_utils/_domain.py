@@ -34,7 +34,6 @@ DOMAIN_STATES = {
     6: "crashed",
     7: "pmsuspended",
 }
-ACTIVE_STATES = ("running", "blocked", "paused", "shutdown", "pmsuspended")
 # Why a domain is shut off (virDomainShutoffReason): says whether the guest stopped itself or QEMU died.
 SHUTOFF_REASONS = {
     1: "the guest shut down", 2: "destroyed", 3: "QEMU crashed", 4: "migrated away", 5: "saved",

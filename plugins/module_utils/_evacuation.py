@@ -26,8 +26,8 @@ import math
 
 from ansible_collections.kvm.migration.plugins.module_utils._convergence import predict
 from ansible_collections.kvm.migration.plugins.module_utils._measure import guest_workload
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 
-MIB = 1024 * 1024
 # Checks whose failure is the guest's own, the same on every candidate: no placement can help.
 INTRINSIC_CHECKS = ("devices", "domain", "machine", "firmware", "cache")
 # Seconds an offline move or a migration spends on its fixed steps (connections, definition, verification).

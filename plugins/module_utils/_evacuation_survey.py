@@ -19,7 +19,6 @@ from ansible_collections.kvm.migration.plugins.module_utils._domain import Domai
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, KvmMigrationError
 from ansible_collections.kvm.migration.plugins.module_utils._evacuation import (
     INTRINSIC_CHECKS,
-    MIB,
     Admission,
     Candidate,
     Guest,
@@ -31,6 +30,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._evacuation import (
 )
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._migration import Migration, MigrationRequest
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeGateway
 
 # The options of a single migration that the preflight of an evacuation uses as they are.

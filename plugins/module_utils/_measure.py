@@ -17,9 +17,9 @@ import uuid
 
 from ansible_collections.kvm.migration.plugins.module_utils._convergence import Workload
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt, libvirt_errors
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 from ansible_collections.kvm.migration.plugins.module_utils._storage import STREAM_CHUNK, VolumeSpec
 
-MIB = 1024 * 1024
 DIRTYRATE_MODES = {
     "page-sampling": "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING",
     "dirty-bitmap": "VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP",

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest
 
 # libvirt's limit for a migration bandwidth in MiB/s (QEMU takes bytes/s in an int64): INT64_MAX / 1 MiB.
-MAX_BANDWIDTH_MIB = (2 ** 63 - 1) // (1024 * 1024)
+MIB = 1024 * 1024
+MAX_BANDWIDTH_MIB = (2 ** 63 - 1) // MIB
 # QEMU's downtime-limit: at most 2000 s.
 MAX_DOWNTIME_MS = 2000 * 1000
 # QEMU's multifd-channels is a uint8 and must be at least 1.

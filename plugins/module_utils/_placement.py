@@ -16,9 +16,9 @@ import time
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, outgoing_migration, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._offline_record import read_offline_record
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 
 from ansible_collections.kvm.migration.plugins.module_utils._report import FAIL, PASS
-from ansible_collections.kvm.migration.plugins.module_utils._storage_plan import MIB
 
 
 # How long to wait for the destination's incoming domain when the source already has an outgoing migration job

@@ -46,7 +46,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._report import (
     SKIP,
     WARN,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._storage_plan import MIB, StoragePlan, StoragePlanning
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
+from ansible_collections.kvm.migration.plugins.module_utils._storage_plan import StoragePlan, StoragePlanning
 
 # Re-exported: the engine, the modules and the tests import the report and the offline record from here.
 __all__ = [

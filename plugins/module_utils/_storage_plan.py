@@ -15,12 +15,9 @@ import dataclasses
 import os
 
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt_errors
-
+from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 from ansible_collections.kvm.migration.plugins.module_utils._report import FAIL, PASS, SKIP
 from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
-
-
-MIB = 1024 * 1024
 
 
 @dataclasses.dataclass
