@@ -16,6 +16,7 @@ import os
 
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_detail, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
+    ConnectionFailed,
     KvmMigrationError,
     OperationFailed,
     error_text,
@@ -60,6 +61,9 @@ class Recovery:
                 details={"guest_location": "unknown", "strategy": strategy, "kept_on_destination": list(self.stager.created),
                          "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]})
         dest_reachable = self._reach_destination()
+        # Looked up first: a connection that looked open but is closed shows here, and is reopened once.
+        dst, dest_reachable, reopened = self._destination_domain(uuid) if dest_reachable else (None, False, False)
+        dest_lost = dest_lost or reopened
         src = self.source.lookup_domain_by_uuid(uuid)
         diagnosis = live.diagnose(src, error, dest_lost=dest_lost, source_lost=source_lost)
         full = self._full_directories() if dest_reachable else []
@@ -72,7 +76,6 @@ class Recovery:
         cause = diagnosis["error"] or "no error reported"
         if diagnosis["causes"]:
             cause = "%s (%s)" % (cause, "; ".join(diagnosis["causes"]))
-        dst = self.dest.lookup_domain_by_uuid(uuid) if dest_reachable else None
         details = {"cause": diagnosis, "strategy": strategy, "progress": self.progress,
                    "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]}
         if self.controller.postcopy_started:
@@ -119,7 +122,7 @@ class Recovery:
                 "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
                 hint=failure_hint(diagnosis, cause, req.name),
                 details=dict(details, guest_location="source", removed_from_destination=cleaned,
-                             state=self._final_state(src, self.dest.lookup_domain_by_uuid(uuid))))
+                             state=self._final_state(src, self._destination_domain(uuid)[0])))
         if dst is not None and dst.isActive() and state_name(dst) == "running":
             # The guest arrived although the call reported an error (for example a lost
             # connection in the finish phase): continue with verification.
@@ -148,6 +151,26 @@ class Recovery:
     def _reach_source(self):
         """The source's connection, reopened when it was lost (its libvirtd restarted under the migration)."""
         return self._reach(self.source, self.source_stager)
+
+    def _destination_domain(self, uuid):
+        """(the domain on the destination or None, whether the destination answers, whether its connection had to
+        be reopened).  A connection that still looked open but was closed under us (CI: the destination's
+        libvirtd killed, "client socket is closed") is reopened once before the destination counts as
+        unreachable."""
+        reopened = False
+        for attempt in (1, 2):
+            try:
+                return self.dest.lookup_domain_by_uuid(uuid), True, reopened
+            except ConnectionFailed:
+                if attempt == 2:
+                    break
+                try:
+                    self.dest.reconnect(within=RECONNECT_SECONDS)
+                except KvmMigrationError:
+                    break
+                self.stager.forget_connection()
+                reopened = True
+        return None, False, reopened
 
     def _reach_destination(self):
         """The destination's connection, reopened when it was lost (a restarted libvirtd comes back within
