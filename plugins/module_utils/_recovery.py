@@ -162,13 +162,8 @@ class Recovery:
             try:
                 return self.dest.lookup_domain_by_uuid(uuid), True, reopened
             except ConnectionFailed:
-                if attempt == 2:
+                if attempt == 2 or not self._reach(self.dest, self.stager, reopen=True):
                     break
-                try:
-                    self.dest.reconnect(within=RECONNECT_SECONDS)
-                except KvmMigrationError:
-                    break
-                self.stager.forget_connection()
                 reopened = True
         return None, False, reopened
 
@@ -178,10 +173,11 @@ class Recovery:
         return self._reach(self.dest, self.stager)
 
     @staticmethod
-    def _reach(client, stager):
-        """Whether the host answers, after reopening its connection if it was lost; the stager working through
-        that connection forgets its old pool handles."""
-        if client.alive():
+    def _reach(client, stager, reopen=False):
+        """Whether the host answers, after reopening its connection if it was lost (or, with `reopen`, known to
+        be closed although it looks open); the stager working through that connection forgets its old pool
+        handles."""
+        if not reopen and client.alive():
             return True
         try:
             client.reconnect(within=RECONNECT_SECONDS)

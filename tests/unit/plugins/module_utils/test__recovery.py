@@ -31,13 +31,16 @@ class ClosedOnce:
 class Stager:
     forgotten = 0
 
+    def __init__(self, client=None):
+        self.client = client
+
     def forget_connection(self):
         self.forgotten += 1
 
 
 def recovery(dest):
     r = Recovery()
-    r.dest, r.stager = dest, Stager()
+    r.dest, r.stager = dest, Stager(dest)
     return r
 
 
