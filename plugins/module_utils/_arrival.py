@@ -26,7 +26,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
 )
 from ansible_collections.kvm.migration.plugins.module_utils._live import LiveRun, Monitor
 from ansible_collections.kvm.migration.plugins.module_utils._plan import GIB, MIN_DEFAULT_TIMEOUT
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
+from ansible_collections.kvm.migration.plugins.module_utils._volume import VolumeSpec
 
 
 class Arrival:
@@ -147,8 +147,7 @@ class Arrival:
             with libvirt_errors("read the definition of %s on the destination" % req.name):
                 spec = DomainSpec.from_xml(dst.XMLDesc(0))
             directories = [os.path.dirname(d.source) for d in spec.disks if d.is_local_image]
-            if spec.nvram:
-                directories.append(os.path.dirname(spec.nvram))
+            directories += [os.path.dirname(p) for p in (spec.nvram, spec.tpm_state) if p]
             journals = self.stager.remove_journals(directories, dst.UUIDString())
             if journals:
                 result["stale_removed"] = result.get("stale_removed", []) + journals
@@ -157,7 +156,7 @@ class Arrival:
                           reason="the domain is on the destination; %s" % " and ".join(
                               {"persist": "it was not defined persistently there",
                                "undefine_source": "its stale definition remained on the source",
-                               "cleanup_source": "its old images remained on the source"}[o] for o in operations))
+                               "cleanup_source": "its old images (or host state) remained on the source"}[o] for o in operations))
         else:
             result.update(operation="none", reason="domain %s already %s on the destination"
                           % (req.name, "runs" if dst.isActive() else "is defined"))
@@ -201,6 +200,28 @@ class Arrival:
                 continue
             if dry_run or self.source_stager.remove(vol.path):
                 removed.append(vol.path)
+        return removed + self._cleanup_source_state(uuid, dry_run)
+
+    def _cleanup_source_state(self, uuid, dry_run=False):
+        """The variable store and the emulated TPM's state the source keeps of the domain (its undefine keeps
+        them), once the destination holds its own: the files of a guest that lives elsewhere now.  Kept when the
+        destination has none, and in a directory both hosts share."""
+        dst = self.dest.lookup_domain_by_uuid(uuid)
+        if dst is None:
+            return []
+        with libvirt_errors("read the definition of %s on the destination" % self.request.name):
+            spec = DomainSpec.from_xml(dst.XMLDesc(0))
+        removed = []
+        for path in (spec.nvram, spec.tpm_state):
+            if not path or self.stager.kind(path) is None or self.source_stager.kind(path) is None:
+                continue
+            try:
+                if self.source_stager.sees_marker_of(self.stager, os.path.dirname(path)):
+                    continue
+            except InvalidRequest:
+                continue
+            if dry_run or self.source_stager.remove_tree(path):
+                removed.append(path)
         return removed
 
     def _undefine_source(self, dom):

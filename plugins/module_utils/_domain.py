@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt, libvirt_errors
@@ -94,8 +95,10 @@ class DomainSpec:
     loader: str = ""
     nvram: str = ""
     nvram_template: str = ""
-    # An emulated TPM (swtpm) keeps its state on the host, outside the domain's disks.
+    # An emulated TPM (swtpm) keeps its state on the host, outside the domain's disks: tpm_state is the file or
+    # directory tree that holds it.
     tpm_emulator: bool = False
+    tpm_state: str = ""
 
     @classmethod
     def from_xml(cls, xml):
@@ -122,6 +125,7 @@ class DomainSpec:
             nvram=(root.findtext("os/nvram") or "").strip(),
             nvram_template=(root.find("os/nvram").get("template") or "") if root.find("os/nvram") is not None else "",
             tpm_emulator=any(b.get("type") == "emulator" for b in root.findall("devices/tpm/backend")),
+            tpm_state=_tpm_state(root),
         )
 
     def disk(self, target):
@@ -129,6 +133,26 @@ class DomainSpec:
             if d.target == target:
                 return d
         return None
+
+
+# Where libvirt keeps an emulated TPM's state unless the definition names a place (libvirt 9.0: <source>).
+SWTPM_STORAGE_DIR = "/var/lib/libvirt/swtpm"
+
+
+def _tpm_state(root):
+    """The file or directory tree of the domain's emulated TPM state on the host, or ''."""
+    backend = root.find("devices/tpm/backend[@type='emulator']")
+    if backend is None:
+        return ""
+    source = backend.find("source")
+    if source is not None and source.get("path"):
+        path = os.path.normpath(source.get("path"))
+    else:
+        path = os.path.join(SWTPM_STORAGE_DIR, (root.findtext("uuid") or "").strip())
+    # Never a top-level directory (or the storage root itself): the tree is copied and, as a leftover, removed.
+    if not os.path.isabs(path) or path.count("/") < 2 or path == SWTPM_STORAGE_DIR:
+        return ""
+    return path
 
 
 def _kib(node):

@@ -18,7 +18,7 @@ import uuid
 from ansible_collections.kvm.migration.plugins.module_utils._convergence import Workload
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
-from ansible_collections.kvm.migration.plugins.module_utils._storage import STREAM_CHUNK, VolumeSpec
+from ansible_collections.kvm.migration.plugins.module_utils._volume import STREAM_CHUNK, VolumeSpec
 
 DIRTYRATE_MODES = {
     "page-sampling": "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING",

@@ -7,8 +7,8 @@
 # This file is private to kvm.migration and may change in any release without notice.
 
 """The offline move of a shut-off domain: images copied through libvirt streams and checked by sha256, the
-UEFI variable store, the definition moved with VIR_MIGRATE_OFFLINE and the move recorded in its metadata; a
-failure removes what this run made on the destination."""
+UEFI variable store and the emulated TPM's state, the definition moved with VIR_MIGRATE_OFFLINE and the move
+recorded in its metadata; a failure removes what this run made on the destination."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._offline_record impo
 
 
 class OfflineMove:
-    """Move a shut-off domain: its images, its variable store, then its definition.
+    """Move a shut-off domain: its images, its variable store and TPM state, then its definition.
 
     A part of Migration (see _migration.py), which holds the connections, the request, the stagers and
     the live run."""
@@ -64,6 +64,7 @@ class OfflineMove:
                 copied.append({"target": target, "path": vol.path, "size": facts["physical"],
                                "mtime": facts["mtime"], "sha256": sent, "read_back": req.verify_copies})
             result["nvram_copied"] = self._copy_nvram(located.spec, uuid)
+            result["tpm_state_copied"] = self._copy_tpm_state(located.spec, uuid)
             copy_seconds = time.monotonic() - copy_started
             with libvirt_errors("move the definition of %s to %s" % (req.name, req.dest_uri)):
                 src.migrateToURI3(req.dest_uri, plan.params, plan.flags)
@@ -108,6 +109,19 @@ class OfflineMove:
             raise OperationFailed("The copy of the variable store %s on the destination does not match the source"
                                   % spec.nvram)
         return spec.nvram
+
+    def _copy_tpm_state(self, spec, uuid):
+        """An offline move carries the emulated TPM's state (its keys, sealed secrets, measurements) as the tree
+        libvirt keeps it in, every file checked by sha256; a tree an interrupted run of this move left (its journal
+        says so) is replaced.  Returns the files copied (none when the guest never ran with its TPM)."""
+        if not spec.tpm_state or self.source_stager.kind(spec.tpm_state) is None:
+            return []
+        if self.stager.kind(spec.tpm_state) is not None:
+            if not self.stager.has_journal(os.path.dirname(spec.tpm_state), uuid):
+                raise OperationFailed("The destination already holds TPM state at %s; refusing to overwrite it"
+                                      % spec.tpm_state)
+            self.stager.remove_tree(spec.tpm_state)
+        return sorted(self.stager.copy_tree_from(self.source_stager, spec.tpm_state))
 
     def _rollback_offline(self, uuid):
         """Undo an offline move that failed: the destination's definition (the preflight made sure there was none

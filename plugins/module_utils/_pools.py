@@ -26,9 +26,9 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt,
     libvirt_errors,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._storage import (
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeGateway
+from ansible_collections.kvm.migration.plugins.module_utils._volume import (
     MAX_VOLUME_BYTES,
-    VolumeGateway,
     pool_target_path,
     volume_facts,
 )

@@ -22,11 +22,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     error_text,
     libvirt_errors,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._live import (
-    POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET,
-    describe_states,
-    failure_hint,
-)
+from ansible_collections.kvm.migration.plugins.module_utils._live import describe_states, failure_hint
+from ansible_collections.kvm.migration.plugins.module_utils._postcopy import POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET
 
 # After a failure: how long to try to reach a host whose connection was lost, before reporting.
 RECONNECT_SECONDS = 60

@@ -10,153 +10,32 @@
 and digest volumes, and remember what was created so that a failed migration can take it back.  The pools the
 storage_pool module manages as desired state live in _pools.py."""
 
+
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-import time
 import uuid
-import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     InvalidRequest,
-    KvmMigrationError,
     is_error,
-    libvirt,
     libvirt_errors,
 )
+from ansible_collections.kvm.migration.plugins.module_utils._volume import (
+    VolumeSpec,
+    pool_target_path,
+    transient_being_destroyed,
+    volume_facts,
+)
+from ansible_collections.kvm.migration.plugins.module_utils._volume_journal import VolumeJournal
+from ansible_collections.kvm.migration.plugins.module_utils._volume_streams import VolumeStreams
+from ansible_collections.kvm.migration.plugins.module_utils._volume_tree import VolumeTree
 
 TRANSIENT_POOL_PREFIX = "kvm-migration-"
-# The journal: an empty file this collection writes in a destination directory before it creates volumes there
-# for a domain, and removes when the migration succeeded or was rolled back.  A re-run that finds it knows the
-# files at its planned paths are its own leftovers (an interrupted run) and removes them instead of refusing.
-JOURNAL_PREFIX = ".kvm-migration-journal-"
-# Scratch files of a bandwidth measurement and shared-storage markers: always removed; one older than this that
-# is still there was left by a run that died, and is swept.
-SCRATCH_PREFIXES = (".kvm-migration-bandwidth-", ".kvm-migration-shared-")
 
 
-def journal_name(domain_uuid):
-    return "%s%s.raw" % (JOURNAL_PREFIX, domain_uuid)
-
-
-STREAM_CHUNK = 4 * 1024 * 1024
-SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-
-
-# libvirt keeps capacities in an unsigned long long; QEMU's images stop at 2^63 - 1 bytes.
-MAX_VOLUME_BYTES = 2 ** 63 - 1
-
-
-def parse_size(value):
-    """Bytes from an int or a string like '64M', '10G', '512k' (binary units)."""
-    if isinstance(value, int):
-        return value
-    match = re.match(r"^\s*(-?\d+)\s*([bkmgt]?)(?:i?b)?\s*$", str(value).lower())
-    if not match:
-        raise InvalidRequest("Not a size: %r (use bytes, or a number with K, M, G or T)" % (value,))
-    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
-
-
-@dataclasses.dataclass
-class VolumeSpec:
-    """A volume that must exist at `path` (same format and virtual size as its source)."""
-
-    path: str
-    format: str
-    capacity: int
-    backing_path: str = ""
-    backing_format: str = ""
-
-    def xml(self):
-        parts = [
-            "<volume>",
-            "<name>%s</name>" % escape(os.path.basename(self.path)),
-            "<capacity unit='bytes'>%d</capacity>" % self.capacity,
-            # Allocation 0 keeps thin images thin (libvirt would otherwise preallocate raw files).
-            "<allocation unit='bytes'>0</allocation>",
-            "<target><format type='%s'/></target>" % escape(self.format),
-        ]
-        if self.backing_path:
-            parts.append("<backingStore><path>%s</path><format type='%s'/></backingStore>"
-                         % (escape(self.backing_path), escape(self.backing_format or "raw")))
-        parts.append("</volume>")
-        return "".join(parts)
-
-    def as_dict(self):
-        return dataclasses.asdict(self)
-
-
-def pool_target_path(pool):
-    return ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
-
-
-def volume_facts(vol):
-    """Format, virtual size and backing file of a volume, from libvirt's view of the image."""
-    xml = ET.fromstring(vol.XMLDesc(0))
-    fmt = xml.find("target/format")
-    backing_fmt = xml.find("backingStore/format")
-    return {
-        "path": xml.findtext("target/path"),
-        "format": fmt.get("type") if fmt is not None else "raw",
-        "capacity": int(xml.findtext("capacity") or 0),
-        "allocation": int(xml.findtext("allocation") or 0),
-        "backing_path": xml.findtext("backingStore/path") or "",
-        "backing_format": backing_fmt.get("type") if backing_fmt is not None else "",
-        "physical": int(xml.findtext("physical") or xml.findtext("allocation") or 0),
-        "mtime": xml.findtext("target/timestamps/mtime") or "",
-    }
-
-
-def transient_being_destroyed(pool):
-    """Whether a pool is transient and gone or going (its maker, another run, destroys it)."""
-    try:
-        return not pool.isPersistent() and not pool.isActive()
-    except Exception as exc:
-        if is_error(exc, "VIR_ERR_NO_STORAGE_POOL"):
-            return True
-        raise
-
-
-def _sparse_streams():
-    """Whether this libvirt binding can move holes through streams (libvirt 3.4 and later)."""
-    return all(hasattr(libvirt, n) for n in ("VIR_STREAM_RECV_STOP_AT_HOLE", "VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM",
-                                             "VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM"))
-
-
-_ZEROS = memoryview(bytes(STREAM_CHUNK))
-
-
-def _pump(down, up, sha, sparse):
-    """Move a download stream's bytes into `sha` and, if given, an upload stream.  A hole (sparse streams only)
-    is hashed as zeros and recreated as a hole on the upload side."""
-    while True:
-        if sparse:
-            data = down.recvFlags(STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
-            if data == -3:  # a hole comes next
-                length = down.recvHole(0)
-                if up is not None:
-                    up.sendHole(length, 0)
-                while length > 0:
-                    step = min(length, STREAM_CHUNK)
-                    sha.update(_ZEROS[:step])
-                    length -= step
-                continue
-        else:
-            data = down.recv(STREAM_CHUNK)
-        if not data:
-            return
-        sha.update(data)
-        if up is not None:
-            view = memoryview(data)
-            while view:
-                sent = up.send(view.tobytes())
-                view = view[sent:]
-
-
-class VolumeGateway:
+class VolumeGateway(VolumeStreams, VolumeJournal, VolumeTree):
     """Every volume operation on one host, through libvirt's storage API: look up, check, create (and undo
     exactly what it made), copy and digest through streams, measure, mark shared storage, sweep scratch files.
 
@@ -272,9 +151,10 @@ class VolumeGateway:
         with libvirt_errors("look up %s on %s" % (path, self.client.uri)):
             return self._in_pool(os.path.dirname(path), lookup)
 
-    def create(self, spec):
+    def create(self, spec, journal=True):
+        """Create the volume `spec` describes; `journal`: mark its directory with this run's journal first."""
         pool = self._pool_for_dir(os.path.dirname(spec.path), create=True)
-        if self.journal_uuid:
+        if journal and self.journal_uuid:
             self._write_journal(pool, os.path.dirname(spec.path))
         with libvirt_errors("create volume %s on %s" % (spec.path, self.client.uri)):
             vol = self._in_pool(os.path.dirname(spec.path), lambda p: p.createXML(spec.xml(), 0))
@@ -330,140 +210,11 @@ class VolumeGateway:
             raise InvalidRequest("%s does not exist on %s" % (path, self.client.uri))
         return facts["physical"]
 
-    def sees_marker_of(self, other, directory):
-        """Whether a file that `other` (another host's stager) creates in `directory` shows up here: the
-        directory is shared storage.  The marker is removed again whatever the answer."""
-        name = ".kvm-migration-shared-t%d-%s.raw" % (time.time(), uuid.uuid4().hex[:12])
-        path = os.path.join(directory, name)
-        with libvirt_errors("write a marker file in %s on %s" % (directory, other.client.uri)):
-            other._in_pool(directory, lambda p: p.createXML(VolumeSpec(path, "raw", 512).xml(), 0))
-        try:
-            def look(pool):
-                pool.refresh(0)
-                try:
-                    pool.storageVolLookupByName(name)
-                    return True
-                except Exception as exc:
-                    if not is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
-                        raise
-                    return False
-            with libvirt_errors("look for the marker file in %s on %s" % (directory, self.client.uri)):
-                found = self._in_pool(directory, look)
-        finally:
-            with libvirt_errors("remove the marker file %s on %s" % (path, other.client.uri)):
-                other.remove(path)
-        return found
-
-    def digest(self, path, offset=0, length=0, sparse=False):
-        """sha256 of the volume's bytes as stored (length 0: to the end), read through libvirt.  With `sparse`,
-        holes travel as lengths and are hashed as the zeros they read as."""
-        import hashlib
-
-        sha = hashlib.sha256()
-        vol = self.existing(path)
-        sparse = sparse and _sparse_streams()
-        with libvirt_errors("read %s on %s" % (path, self.client.uri)):
-            stream = self.client.new_stream()
-            vol.download(stream, offset, length, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
-            _pump(stream, None, sha, sparse)
-            stream.finish()
-        return sha.hexdigest()
-
-    def copy_from(self, other, path, fmt, sparse=False):
-        """Copy the volume at `path` on `other` (another host's stager) byte for byte to the same path here,
-        through libvirt streams; returns the sha256 of what was sent.  The new volume counts as created.
-        With `sparse`, holes in the file are sent as lengths, so a sparse raw image stays sparse."""
-        import hashlib
-
-        source = other.existing(path)
-        size = other.physical_size(path)
-        target = self.create(VolumeSpec(path, "raw", max(size, 512)))
-        sha = hashlib.sha256()
-        sparse = sparse and _sparse_streams()
-        with libvirt_errors("copy %s from %s to %s" % (path, other.client.uri, self.client.uri)):
-            down = other.client.new_stream()
-            up = self.client.new_stream()
-            source.download(down, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
-            target.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0)
-            _pump(down, up, sha, sparse)
-            down.finish()
-            up.finish()
-        pool = self._pool_for_dir(os.path.dirname(path), create=True)
-        with libvirt_errors("refresh %s on %s" % (os.path.dirname(path), self.client.uri)):
-            pool.refresh(0)
-        facts = self.facts(path)
-        if facts is None or facts["format"] != fmt:
-            raise KvmMigrationError("The copy of %s on %s is not a %s image (%s)"
-                                    % (path, self.client.uri, fmt, facts and facts["format"]))
-        return sha.hexdigest()
-
-    def _write_journal(self, pool, directory):
-        path = os.path.join(os.path.normpath(directory), journal_name(self.journal_uuid))
-        if path in self._journals:
-            return
-        if self.existing(path) is None:
-            try:
-                pool.createXML(VolumeSpec(path, "raw", 512).xml(), 0)
-            except Exception:  # a directory that takes no journal takes no volume either: that error names the path
-                return
-        self._journals.append(path)
-
-    def has_journal(self, directory, domain_uuid):
-        """Whether an interrupted run of this collection left its journal for the domain in `directory`."""
-        return self.existing(os.path.join(directory, journal_name(domain_uuid))) is not None
-
-    def remove_journals(self, directories, domain_uuid):
-        """Remove the journals an interrupted run left for the domain in `directories`, once the domain is
-        where that run was taking it: they protect nothing any more.  Returns the paths removed."""
-        removed = []
-        for directory in sorted(set(directories)):
-            path = os.path.join(os.path.normpath(directory), journal_name(domain_uuid))
-            try:
-                if self.remove(path):
-                    removed.append(path)
-            except KvmMigrationError:
-                if self.existing(path) is not None:
-                    raise  # not removed by the other run at the same moment: a real failure
-        return removed
-
-    def end_journal(self):
-        """The run is over (done or rolled back): its journals go."""
-        for path in self._journals:
-            try:
-                self.remove(path)
-            except Exception:  # a host that cannot be reached keeps it; the next run sweeps it
-                pass
-        self._journals = []
-        self.journal_uuid = None
-
-    def sweep_scratch(self, directory, older_than=300):
-        """Remove scratch files and markers of runs that died more than `older_than` seconds ago (libvirt reports
-        no file times, so their age is read from the name's time stamp, when it has one)."""
-        pool = self._pool_for_dir(directory, create=False)
-        if pool is None:
-            return []
-        removed = []
-        try:
-            names = pool.listVolumes()
-        except Exception:  # a pool that cannot list is not ours to sweep
-            return []
-        for name in names:
-            if not name.startswith(SCRATCH_PREFIXES):
-                continue
-            stamp = re.search(r"-t(\d{10})-", name)
-            if stamp is None or time.time() - int(stamp.group(1)) < older_than:
-                continue
-            try:
-                pool.storageVolLookupByName(name).delete(0)
-                removed.append(os.path.join(directory, name))
-            except Exception:  # another run removes it right now
-                pass
-        return removed
-
     def rollback(self):
         """Delete the volumes this stager created (a failed migration); returns their paths."""
         removed = []
         for path in reversed(self.created):
+            self.drop_journals_in(path)  # a directory this run made goes only when empty
             vol = None
             try:
                 pool = self._pool_for_dir(os.path.dirname(path), create=True)

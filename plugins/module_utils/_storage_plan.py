@@ -17,7 +17,7 @@ import os
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
 from ansible_collections.kvm.migration.plugins.module_utils._report import FAIL, PASS, SKIP
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
+from ansible_collections.kvm.migration.plugins.module_utils._volume import VolumeSpec
 
 
 @dataclasses.dataclass
@@ -42,21 +42,23 @@ class StoragePlan:
         return found
 
 
-class StoragePlanning:
-    """The storage check of the preflight, which decides the storage plan.
+class StoragePlanner:
+    """Decides the storage plan of one migration from the request, the domain and what both hosts hold; the
+    preflight's storage check (StoragePlanning) reports its problems and checks the plan against the
+    destination.  Reads only: the shared-storage marker it writes is removed again at once."""
 
-    A part of Preflight (see _preflight.py), which holds the connections, the request, the stagers, the
-    report and what was located."""
+    def __init__(self, request, spec, source_domain, source_stager, stager):
+        self.request = request
+        self.spec = spec
+        self.source_domain = source_domain
+        self.source_stager = source_stager
+        self.stager = stager
+        self.offline = not getattr(request, "live", True)
 
-    def _storage(self):
-        """Work out what happens to every disk (left in place on shared storage, copied whole, or copied as an
-        overlay on a template) and check that the destination can take it."""
-        if self.stager is None:
-            self.report.add("storage", SKIP, "no destination storage to check")
-            return
-        req, spec, dom = self.request, self.located.spec, self.located.source_domain
-        plan = StoragePlan(requested=req.storage)
-        self.located.storage = plan
+    def plan(self):
+        """Returns (StoragePlan, problems): what happens to every disk, and what stands in the way."""
+        req, spec, dom = self.request, self.spec, self.source_domain
+        plan = StoragePlan(requested=req.storage, offline=self.offline)
         problems = []
         local = [d for d in spec.disks if d.is_local_image]
         # Read-only and shareable images (ISOs, cluster disks) are never copied: they must be there already.
@@ -67,14 +69,7 @@ class StoragePlanning:
                                                                                "read-only" if disk.readonly else "shareable"))
             elif disk.type == "network":
                 plan.shared.append(disk.target)
-        shared_dirs = set()
-        if req.storage in ("shared", "auto"):
-            for directory in sorted({os.path.dirname(d.source) for d in local}):
-                try:
-                    if self.source_stager.sees_marker_of(self.stager, directory):
-                        shared_dirs.add(directory)
-                except InvalidRequest:
-                    pass  # no such directory on the destination: not shared
+        shared_dirs = self._shared_directories(local) if req.storage in ("shared", "auto") else set()
         for disk in local:
             with libvirt_errors("read the size of disk %s" % disk.target):
                 capacity, allocation, _physical = dom.blockInfo(disk.target)
@@ -106,7 +101,6 @@ class StoragePlanning:
                 problems += self._templates(disk, plan)
             plan.copy.append((disk.target, volume, allocation))
         plan.incremental = req.storage == "copy_incremental" and not self.offline
-        plan.offline = self.offline
         if plan.copy and plan.shared:
             plan.mode = "mixed"
         elif plan.copy and self.offline:
@@ -115,12 +109,18 @@ class StoragePlanning:
             plan.mode = "copy_incremental" if plan.incremental else "copy_all"
         else:
             plan.mode = "shared"
-        if problems:
-            self.report.add("storage", FAIL, "; ".join(problems),
-                            "put shared disks on storage both hosts mount at the same path (NFS), or use storage "
-                            "copy_all", plan=plan.as_dict())
-            return
-        self._destination_room(plan)
+        return plan, problems
+
+    def _shared_directories(self, disks):
+        """The disks' directories that both hosts see (a marker written on the destination shows on the source)."""
+        shared = set()
+        for directory in sorted({os.path.dirname(d.source) for d in disks}):
+            try:
+                if self.source_stager.sees_marker_of(self.stager, directory):
+                    shared.add(directory)
+            except InvalidRequest:
+                pass  # no such directory on the destination: not shared
+        return shared
 
     def _templates(self, disk, plan):
         """Backing files of a disk copied incrementally: present and identical on the destination, or copied."""
@@ -158,25 +158,21 @@ class StoragePlanning:
         tail = stager.digest(path, max(0, size - MIB), min(size, MIB))
         return head, tail, size
 
-    def _destination_room(self, plan):
+    def conflicts(self, plan, dest_domain):
+        """Files already at the planned paths on the destination.  Those this collection's journal for the domain
+        marks (an interrupted run of the same migration made them) become plan.stale, removed before copying (the
+        preflight itself removes nothing); the rest are returned."""
         conflicts = [v.path for _t, v, _a in plan.copy if self.stager.existing(v.path) is not None]
-        uuid = self.located.source_domain.UUIDString() if self.located.source_domain is not None else None
-        if conflicts and uuid and self.located.dest_domain is None and all(
+        uuid = self.source_domain.UUIDString() if self.source_domain is not None else None
+        if conflicts and uuid and dest_domain is None and all(
                 self.stager.has_journal(os.path.dirname(p), uuid) for p in conflicts):
-            # This collection's journal for this domain is there: the files are what an interrupted run of the
-            # same migration made.  They are removed before copying (the preflight itself removes nothing).
             plan.stale = conflicts
-            conflicts = []
-        if conflicts:
-            self.report.add(
-                "storage", FAIL,
-                "The destination %s already has files at %s; refusing to overwrite them"
-                % (self.dest.uri, ", ".join(conflicts)),
-                "if they are the images an earlier migration left behind, remove them on the destination; "
-                "source_cleanup=true removes source images after a verified migration",
-                conflicting_paths=conflicts,
-            )
-            return
+            return []
+        return conflicts
+
+    def room(self, plan):
+        """Returns (space per directory, the directories that are short): the disks' and templates' bytes
+        against what the destination has free, counting what removing the stale files gives back."""
         needs = {}
         for _t, volume, allocation in plan.copy:
             directory = os.path.dirname(volume.path)
@@ -196,6 +192,41 @@ class StoragePlanning:
             if available < need:
                 short.append("%s has %d MiB free, the disks need %d MiB"
                              % (directory, available // MIB, -(-need // MIB)))
+        return space, short
+
+
+class StoragePlanning:
+    """The preflight's storage check: StoragePlanner decides the plan, this reports it and what stands in its
+    way on the destination (files in the way, room).
+
+    A part of Preflight (see _preflight.py), which holds the connections, the request, the stagers, the
+    report and what was located."""
+
+    def _storage(self):
+        if self.stager is None:
+            self.report.add("storage", SKIP, "no destination storage to check")
+            return
+        planner = StoragePlanner(self.request, self.located.spec, self.located.source_domain, self.source_stager,
+                                 self.stager)
+        plan, problems = planner.plan()
+        self.located.storage = plan
+        if problems:
+            self.report.add("storage", FAIL, "; ".join(problems),
+                            "put shared disks on storage both hosts mount at the same path (NFS), or use storage "
+                            "copy_all", plan=plan.as_dict())
+            return
+        conflicts = planner.conflicts(plan, self.located.dest_domain)
+        if conflicts:
+            self.report.add(
+                "storage", FAIL,
+                "The destination %s already has files at %s; refusing to overwrite them"
+                % (self.dest.uri, ", ".join(conflicts)),
+                "if they are the images an earlier migration left behind, remove them on the destination; "
+                "source_cleanup=true removes source images after a verified migration",
+                conflicting_paths=conflicts,
+            )
+            return
+        space, short = planner.room(plan)
         if short:
             self.report.add("storage", FAIL, "not enough space on the destination: %s" % "; ".join(short),
                             "free space there, or migrate to a host with more room", space=space, plan=plan.as_dict())

@@ -82,6 +82,8 @@ options:
         out - the domain runs there (persistent if asked), uses the copied images, and each image has the source's
         format and virtual size.
       - Images that another domain on the source still uses are kept. Nothing is ever deleted after a failure.
+      - The guest's UEFI variable store and emulated TPM state on the source (libvirt keeps them when it
+        undefines the domain) are deleted too, once the destination holds its own.
       - Needs O(undefine_source=true), so that no source definition is left without its disks.
     type: bool
     default: false
@@ -327,6 +329,16 @@ nvram_copied:
   returned: when operation is migrate and O(live=false)
   type: str
   sample: /var/lib/libvirt/qemu/nvram/web01_VARS.fd
+tpm_state_copied:
+  description:
+    - The files of the emulated TPM's state (C(/var/lib/libvirt/swtpm/<uuid>), or the definition's own path) an
+      offline move copied, each checked by sha256; empty when the domain has no emulated TPM, or it never ran
+      with one.
+    - libvirt gives the files to swtpm's user when the guest starts on the destination.
+  returned: when operation is migrate and O(live=false)
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/swtpm/5ab0c8a2-1f37-4f7e-9a35-3c3a7c1b2d10/tpm2/tpm2-00.permall]
 preflight_retries:
   description:
     - Errors of objects that vanished while the checks read them (a volume or the domain deleted between lookup
@@ -438,7 +450,11 @@ summary:
       type: int
   sample: {wall_time_s: 3.1, time_elapsed_ms: 1843, downtime_ms: 61, data_processed_bytes: 121634816, iterations: 3}
 source_disks_removed:
-  description: Source images deleted by O(source_cleanup) after the verified migration.
+  description:
+    - Source images deleted by O(source_cleanup) after the verified migration, and what the guest kept on the
+      source outside its disks (its UEFI variable store, its emulated TPM's state directory) once the
+      destination holds its own copy.
+    - Nothing in a directory both hosts share is deleted.
   returned: when O(source_cleanup=true) and a migration ran
   type: list
   elements: str

@@ -26,17 +26,17 @@ description:
     passthrough), C(interfaces) (every libvirt network, bridge or macvtap device the domain's NICs use exists and
     is active on the destination; a warning when its libvirt has no interface driver to ask), C(firmware) (a
     live move needs the UEFI firmware and the variable store's template on the destination, and swtpm for an
-    emulated TPM; an offline move copies the variable store and refuses to overwrite one already there),
-    C(cache) (every
-    writable disk uses cache V(none) or V(directsync), unless O(allow_unsafe)),
+    emulated TPM; an offline move copies the variable store and the emulated TPM's state, and refuses to
+    overwrite either when the destination already holds one that an interrupted run of the same move did not
+    leave), C(cache) (every writable disk uses cache V(none) or V(directsync), unless O(allow_unsafe)),
     C(storage) (the destination directories exist, hold no file at the disks' paths, and have room for the
     disks' allocation), and C(network) (the destination's hostname, or the host in O(migrate_uri) and
     O(disks_uri), resolves on the source to a non-loopback address whose migration ports 49152 and 49153 are
     not filtered)."
   - The C(network) check probes from the machine the module runs on; it is skipped when O(uri) is a remote URI.
   - With O(live=false) (an offline move of a shut-off domain) C(memory), C(cache) and C(network) are skipped, C(devices)
-    and C(interfaces) only warn (and C(firmware) for missing firmware or an emulated TPM, whose state an
-    offline move does not carry), and C(storage) also checks that every image is visible to libvirt on the source (it is copied
+    and C(interfaces) only warn (and C(firmware) for missing firmware, or an emulated TPM whose state the
+    definition keeps at a custom top-level path, which is not copied), and C(storage) also checks that every image is visible to libvirt on the source (it is copied
     through libvirt) and stages its backing chain.
   - C(name) also refuses a domain with the same UUID under another name, and C(machine) an emulator path (the
     domain's C(<emulator>)) that the destination lacks.

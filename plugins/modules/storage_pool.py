@@ -177,7 +177,7 @@ volumes_created:
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
 from ansible_collections.kvm.migration.plugins.module_utils._pools import PoolManager, PoolSpec
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, parse_size
+from ansible_collections.kvm.migration.plugins.module_utils._volume import VolumeSpec, parse_size
 
 
 def pool_spec(params):

@@ -186,3 +186,100 @@ def test_offline_move_carries_the_uefi_variable_store(lab, ansible):
         for host in (SRC, DST):  # a plain undefine refuses a domain with a variable store
             lab.exec(host, f"virsh -q undefine --keep-nvram {vm.name}; rm -f {vm.NVRAM}", check=False)
         vm.remove_everywhere()
+
+
+class TpmGuest(LabGuest):
+    """A guest with an emulated TPM 2.0, whose state libvirt keeps in /var/lib/libvirt/swtpm/<uuid> (swtpm comes
+    with hypervisor_prep)."""
+
+    def xml(self) -> str:
+        tpm = "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>"
+        return super().xml().replace("</devices>", tpm + "</devices>", 1)
+
+    def state_dir(self, host: str) -> str:
+        uuid = self.lab.exec(host, ["virsh", "domuuid", self.name]).stdout.strip()
+        return f"/var/lib/libvirt/swtpm/{uuid}"
+
+    def swtpm_log(self, host: str) -> str:
+        return self.lab.exec(host, f"cat /var/log/swtpm/libvirt/qemu/{self.name}-swtpm.log 2>/dev/null; true").stdout
+
+
+def tree(lab, host, path):
+    """{relative path: (type, mode, sha256 or '-')} of everything under `path`, or None when it is not there."""
+    script = (f"test -e {path} || exit 3; cd {path} && find . -mindepth 1 | sort | while read p; do "
+              "if [ -d \"$p\" ]; then echo \"$p d $(stat -c %a \"$p\") -\"; "
+              "else echo \"$p f $(stat -c %a \"$p\") $(sha256sum < \"$p\" | cut -d' ' -f1)\"; fi; done")
+    proc = lab.exec(host, script, check=False)
+    if proc.returncode == 3:
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return {p: (t, m, s) for p, t, m, s in (line.split() for line in proc.stdout.splitlines())}
+
+
+def test_offline_move_carries_the_tpm_state_and_takes_it_back_on_failure(lab, ansible):
+    """An emulated TPM's state (its endorsement key, sealed secrets) lives outside the disks, in a directory
+    tree: an offline move copies the tree, every file by sha256, and the guest starts on the destination with the
+    same TPM (swtpm is not manufactured anew there).  A destination that runs out of room during the state copy
+    gets everything of the move taken back.  The copy the source keeps blocks a move back until source_cleanup
+    removes it (once the destination's copy is checked)."""
+    vm = TpmGuest(lab, name="tpmvm")
+    vm.remove_everywhere()
+    swtpm_dir = "/var/lib/libvirt/swtpm"
+    try:
+        # The first start manufactures the TPM (swtpm_setup: endorsement key and certificates).
+        vm.define(SRC, start=True)
+        lab.exec(SRC, ["virsh", "-q", "destroy", vm.name])
+        state = vm.state_dir(SRC)
+        assert "manufactur" in vm.swtpm_log(SRC).lower()
+        source_tree = tree(lab, SRC, state)
+        assert "./tpm2/tpm2-00.permall" in source_tree, source_tree
+        permall = int(lab.exec(SRC, ["stat", "-c", "%s", f"{state}/tpm2/tpm2-00.permall"]).stdout)
+        assert permall > 4096  # more than the small filesystem below takes
+
+        # The destination runs out of room in the middle of the state: everything of the move goes again.
+        lab.exec(DST, f"mkdir -p {swtpm_dir} && mount -t tmpfs -o size=4k,mode=0711 tmpfs {swtpm_dir}")
+        try:
+            args = {"name": vm.name, "dest_uri": f"qemu+ssh://{DST}/system", "live": False}
+            failed = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+            assert failed.get("failed") and failed["guest_location"] == "source", failed
+            assert "tpm2-00.permall" in failed["msg"], failed["msg"]
+            removed = failed["removed_from_destination"]
+            assert {vm.disk_path, state, f"{state}/tpm2", f"{state}/tpm2/tpm2-00.permall"} <= set(removed), removed
+            assert lab.exec(DST, ["ls", "-A", swtpm_dir]).stdout == ""
+            assert vm.state(DST) == "absent" and vm.state(SRC) == "shut off"
+            assert lab.exec(DST, ["test", "-e", vm.disk_path], check=False).returncode != 0
+        finally:
+            lab.exec(DST, f"umount {swtpm_dir}", check=False)
+        assert tree(lab, SRC, state) == source_tree
+
+        moved = ansible.module(SRC, "kvm.migration.migrate", args).task("probe")
+        assert not moved.get("failed"), moved.get("msg")
+        assert f"{state}/tpm2/tpm2-00.permall" in moved["tpm_state_copied"], moved["tpm_state_copied"]
+        firmware = next(c for c in moved["preflight"]["checks"] if c["name"] == "firmware")
+        assert f"TPM's state {state} is copied" in firmware["message"], firmware
+        assert tree(lab, DST, state) == source_tree  # same files, same bytes, same modes
+        assert vm.state(DST) == "shut off" and vm.state(SRC) == "absent"
+        assert not ansible.module(SRC, "kvm.migration.migrate", args).task("probe")["changed"]
+        # The guest starts there with the TPM it had: libvirt finds the state and manufactures nothing.
+        lab.exec(DST, ["virsh", "-q", "start", vm.name])
+        assert vm.state(DST) == "running"
+        assert "manufactur" not in vm.swtpm_log(DST).lower(), vm.swtpm_log(DST)
+        lab.exec(DST, ["virsh", "-q", "destroy", vm.name])
+
+        # The source kept its copy (undefine keeps TPM state): a move back refuses to overwrite it...
+        back = {"name": vm.name, "dest_uri": f"qemu+ssh://{SRC}/system", "live": False}
+        refused = ansible.module(DST, "kvm.migration.migrate", back).task("probe")
+        assert refused.get("failed") and f"already holds TPM state at {state}" in refused["msg"], refused
+        assert vm.state(DST) == "shut off" and vm.state(SRC) == "absent"
+        # ...until source_cleanup removes what the guest left there, once the destination's copy is checked.
+        cleaned = ansible.module(SRC, "kvm.migration.migrate", dict(args, source_cleanup=True)).task("probe")
+        assert cleaned["changed"] and state in cleaned["source_disks_removed"], cleaned
+        assert tree(lab, SRC, state) is None and tree(lab, DST, state) is not None
+        returned = ansible.module(DST, "kvm.migration.migrate", back).task("probe")
+        assert not returned.get("failed"), returned.get("msg")
+        assert vm.state(SRC) == "shut off" and tree(lab, SRC, state) is not None
+    finally:
+        for host in (SRC, DST):
+            lab.exec(host, f"umount {swtpm_dir} 2>/dev/null; virsh -q destroy {vm.name} >/dev/null 2>&1; "
+                           f"virsh -q undefine --tpm {vm.name} >/dev/null 2>&1; rm -rf {swtpm_dir}/*", check=False)
+        vm.remove_everywhere()

@@ -60,7 +60,7 @@ READY_ROLE_VARS = {
     "hypervisor_prep_packages_extra": ["rsync"],
 }
 # Bump when the template recipe changes, so cached templates are rebuilt.
-TEMPLATE_RECIPE = "8"
+TEMPLATE_RECIPE = "9"
 PROFILES = ("bare", "ready")
 # Where the shared directory appears in every host.
 SHARED_IN_HOST = "/srv/shared"

@@ -91,6 +91,12 @@ def test_packages_per_family():
             assert not [p for p in got["msg"]["packages"] if "scram" in p]
     _rc, arm = choices({**DEBIAN_12, "architecture": "aarch64"})
     assert "qemu-system-arm" in arm["msg"]["packages"]
+    # swtpm for emulated TPMs on every family, unless turned off.
+    for facts in (DEBIAN_12, RHEL_9, RHEL_8):
+        _rc, got = choices(facts)
+        assert {"swtpm", "swtpm-tools"} <= set(got["msg"]["packages"]), (facts["distribution"], got["msg"]["packages"])
+        _rc, got = choices(facts, hypervisor_prep_swtpm=False)
+        assert not [p for p in got["msg"]["packages"] if p.startswith("swtpm")], got["msg"]["packages"]
 
 
 @pytest.mark.parametrize("extra, accepted", [

@@ -176,7 +176,7 @@ def test_an_abort_libvirt_reports_as_cancelled_by_client_is_named_without_a_seen
 
 
 class FakeClock:
-    """Stands in for the time module in _live: sleeping advances the clock at once."""
+    """Stands in for the time module in _live and _postcopy: sleeping advances the clock at once."""
 
     def __init__(self):
         self.now = 1000.0
@@ -209,8 +209,11 @@ class StillRunningDomain:
 def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes_after, expected):
     """CI saw QEMU finish a post-copy job more than 180 s after libvirt had marked it failed: the recovery waits
     on while resumes are refused as "still running", up to POSTCOPY_RUNNING_LIMIT, and then gives up."""
+    from ansible_collections.kvm.migration.plugins.module_utils import _postcopy
+
     clock = FakeClock()
     monkeypatch.setattr(_live, "time", clock)
+    monkeypatch.setattr(_postcopy, "time", clock)
     dom = StillRunningDomain()
     run = live_run(dom)
     started = clock.now
@@ -221,11 +224,11 @@ def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes
     assert found == expected
     if expected == "finished":
         assert error is None
-        assert clock.now - started < _live.POSTCOPY_RUNNING_LIMIT
+        assert clock.now - started < _postcopy.POSTCOPY_RUNNING_LIMIT
         # Events carry the migration's clock, not 0.
         finished = [t for t, name, _reason in run.events if name == "postcopy finished"]
         assert finished and finished[0] >= 30 + completes_after, run.events
     else:
         assert "still running" in str(error)
-        assert _live.POSTCOPY_RUNNING_LIMIT <= clock.now - started <= _live.POSTCOPY_RUNNING_LIMIT + 5
+        assert _postcopy.POSTCOPY_RUNNING_LIMIT <= clock.now - started <= _postcopy.POSTCOPY_RUNNING_LIMIT + 5
     assert dom.resumes > 10  # asked again every few seconds, not backed off to 20 s

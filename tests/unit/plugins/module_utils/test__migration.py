@@ -23,7 +23,7 @@ from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
     offline_record_xml,
     read_offline_record,
 )
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec
+from ansible_collections.kvm.migration.plugins.module_utils._volume import VolumeSpec
 
 TEST_DOMAIN = ("<domain type='test'><name>vm1</name><memory>1024</memory>"
                "<os><type>hvm</type></os></domain>")
@@ -426,7 +426,7 @@ def test_an_object_that_keeps_vanishing_is_reported_after_the_retry_budget(hosts
 
 
 def test_a_journal_left_by_a_run_that_got_the_domain_there_is_removed(hosts, tmp_path):
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import journal_name
+    from ansible_collections.kvm.migration.plugins.module_utils._volume_journal import journal_name
 
     source, dest = hosts
     dom = source.lookup_domain("vm1")

@@ -3,6 +3,7 @@ loopback.  The checks themselves run against real hosts in tests/integration/tes
 
 from __future__ import annotations
 
+import os
 import socket
 
 from ansible_collections.kvm.migration.plugins.module_utils._preflight import (
@@ -115,34 +116,45 @@ def test_domain_spec_reads_what_each_nic_plugs_into():
 
 
 class _Stager:
-    """The destination's files as the firmware check sees them (a real one needs a second host)."""
+    """A host's files as the firmware check sees them (a real pair needs two hosts; the lab tests the moves):
+    `present` paths exist, `journals` directories hold this move's journal."""
 
-    def __init__(self, present):
+    def __init__(self, present, journals=()):
         self.present = set(present)
+        self.journals = set(journals)
 
     def existing(self, path):
         return path if path in self.present else None
 
-    def has_journal(self, _directory, _uuid):
-        return False
+    def kind(self, path):
+        return "dir" if path in self.present else None
+
+    def has_journal(self, directory, _uuid):
+        return directory in self.journals
 
 
-def _firmware_report(present, offline=False, tpm_models=("emulator",), **spec):
+def _firmware_report(present, offline=False, tpm_models=("emulator",), on_source=(), journals=(), **spec):
     import xml.etree.ElementTree as ET
     from types import SimpleNamespace
 
-    from ansible_collections.kvm.migration.plugins.module_utils._preflight import Preflight
+    from ansible_collections.kvm.migration.plugins.module_utils._guest_checks import GuestFitChecks
 
     caps = ET.fromstring("<domainCapabilities><devices><tpm supported='yes'><enum name='backendModel'>%s</enum>"
                          "</tpm></devices></domainCapabilities>" % "".join("<value>%s</value>" % m for m in tpm_models))
-    fields = dict(loader="", nvram="", nvram_template="", tpm_emulator=False, uuid="u1", arch="x86_64",
-                  machine="q35", domain_type="kvm")
+    fields = dict(loader="", nvram="", nvram_template="", tpm_emulator=False, tpm_state="", uuid="u1",
+                  arch="x86_64", machine="q35", domain_type="kvm")
     fields.update(spec)
-    fake = SimpleNamespace(located=SimpleNamespace(spec=SimpleNamespace(**fields)), offline=offline, report=Report(),
-                           stager=_Stager(present), dest=SimpleNamespace(domain_capabilities=lambda *_a: caps))
-    fake._dest_has = lambda path: Preflight._dest_has(fake, path)
-    Preflight._firmware(fake)
-    return fake.report.as_dict()["checks"][0]
+
+    class Checks(GuestFitChecks):
+        located = SimpleNamespace(spec=SimpleNamespace(**fields))
+        report = Report()
+        stager = _Stager(present, journals)
+        source_stager = _Stager(on_source)
+        dest = SimpleNamespace(domain_capabilities=lambda *_a: caps)
+
+    Checks.offline = offline
+    Checks()._firmware()
+    return Checks.report.as_dict()["checks"][0]
 
 
 def test_firmware_check_live_and_offline():
@@ -155,14 +167,48 @@ def test_firmware_check_live_and_offline():
     missing = _firmware_report([], **uefi)
     assert missing["status"] == FAIL and f"the firmware {code} is missing" in missing["message"]
     assert "its template %s is missing too" % template in missing["message"]
-    # Offline: the store travels; a store already on the destination is not overwritten.
+    # Offline: the store travels; a store already on the destination is not overwritten, unless this move's
+    # interrupted run left it.
     assert _firmware_report([], offline=True, **uefi)["status"] == WARN
     taken = _firmware_report([code, vars_], offline=True, **uefi)
     assert taken["status"] == FAIL and "refusing to overwrite" in taken["message"]
-    # An emulated TPM needs swtpm on the destination for a live move; offline it starts anew (a warning).
+    leftover = _firmware_report([code, vars_], offline=True, journals=[os.path.dirname(vars_)], **uefi)
+    assert leftover["status"] == PASS and "is copied with the disks" in leftover["message"]
+    # An emulated TPM needs swtpm on the destination for a live move.
     assert _firmware_report([], tpm_emulator=True, tpm_models=())["status"] == FAIL
     assert _firmware_report([], tpm_emulator=True)["status"] == PASS
-    assert "new TPM" in _firmware_report([], offline=True, tpm_emulator=True)["message"]
+
+
+def test_offline_tpm_state_travels_unless_the_destination_holds_another():
+    state = "/var/lib/libvirt/swtpm/u1"
+    tpm = dict(tpm_emulator=True, tpm_state=state)
+    copied = _firmware_report([], offline=True, on_source=[state], **tpm)
+    assert copied["status"] == PASS and "TPM's state %s is copied" % state in copied["message"]
+    never_ran = _firmware_report([], offline=True, **tpm)
+    assert never_ran["status"] == PASS and "no state on the source yet" in never_ran["message"]
+    taken = _firmware_report([state], offline=True, on_source=[state], **tpm)
+    assert taken["status"] == FAIL and "already holds TPM state at %s" % state in taken["message"]
+    assert "source_cleanup" in taken["hint"]
+    leftover = _firmware_report([state], offline=True, on_source=[state], journals=[os.path.dirname(state)], **tpm)
+    assert leftover["status"] == PASS
+    elsewhere = _firmware_report([], offline=True, **dict(tpm, tpm_state=""))
+    assert elsewhere["status"] == WARN and "new TPM" in elsewhere["message"]
+
+
+def test_the_tpm_state_path_is_the_domains_own_tree():
+    from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
+
+    def spec(backend):
+        return DomainSpec.from_xml("<domain type='qemu'><name>v</name><uuid>5ab0c8a2-0000-4000-8000-000000000001</uuid>"
+                                   "<memory>1024</memory><os><type>hvm</type></os><devices><tpm model='tpm-crb'>%s"
+                                   "</tpm></devices></domain>" % backend)
+    default = spec("<backend type='emulator' version='2.0'/>")
+    assert default.tpm_emulator and default.tpm_state == "/var/lib/libvirt/swtpm/5ab0c8a2-0000-4000-8000-000000000001"
+    assert spec("<backend type='emulator'><source type='dir' path='/srv/tpm/v/'/></backend>").tpm_state == "/srv/tpm/v"
+    # Never a tree that is not the domain's own: a top-level directory or the storage root itself.
+    for path in ("/srv", "/", "relative/dir", "/var/lib/libvirt/swtpm"):
+        assert spec("<backend type='emulator'><source type='dir' path='%s'/></backend>" % path).tpm_state == ""
+    assert spec("<backend type='passthrough'><device path='/dev/tpm0'/></backend>").tpm_state == ""
 
 
 def test_a_running_domains_nic_on_a_network_is_read_as_the_network():

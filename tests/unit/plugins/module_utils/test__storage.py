@@ -145,7 +145,7 @@ def test_journal_marks_a_directory_until_the_run_ends(client, tmp_path):
 
 
 def pool_target(pool):
-    from ansible_collections.kvm.migration.plugins.module_utils._storage import pool_target_path
+    from ansible_collections.kvm.migration.plugins.module_utils._volume import pool_target_path
 
     return pool_target_path(pool)
 
@@ -255,3 +255,40 @@ def test_a_volume_deleted_by_another_run_under_our_delete_counts_as_gone(client,
     stager._pools_by_dir[str(directory)] = stager._pools_by_dir[str(directory)]._pool
     assert stager.existing(path) is None
     stager.close()
+
+
+def test_a_directory_tree_is_made_and_taken_back_through_volumes(client, tmp_path):
+    """The TPM state tree: directories made as volumes of format dir, each counted as created, the journal only
+    in the directory above the tree; rollback takes files, then directories, deepest first, then the journal.
+    (libvirt's test driver keeps pools and volumes in memory: the lab's offline TPM test does it on disk.)"""
+    base = str(tmp_path / "swtpm")
+    state = base + "/5ab0c8a2-0000-4000-8000-000000000001"
+    stager = VolumeGateway(client)
+    stager.journal_uuid = "5ab0c8a2-0000-4000-8000-000000000001"
+    stager.make_directory(state, mode="0711")
+    stager.make_directory(state + "/tpm2", mode="0700", journal=False)
+    stager.create(VolumeSpec(state + "/tpm2/tpm2-00.permall", "raw", 4096), journal=False)
+    assert stager.kind(state) == "dir" and stager.kind(state + "/tpm2") == "dir"
+    assert stager.kind(state + "/tpm2/tpm2-00.permall") == "file" and stager.kind(state + "/nothing") is None
+    assert stager.entries(state) == ["tpm2"]
+    assert stager.has_journal(base, stager.journal_uuid) and not stager.has_journal(state, stager.journal_uuid)
+    assert stager.rollback() == [state + "/tpm2/tpm2-00.permall", state + "/tpm2", state]
+    assert stager.kind(state) is None and not stager.has_journal(base, "5ab0c8a2-0000-4000-8000-000000000001")
+    stager.close()
+
+
+def test_remove_tree_removes_files_before_their_directories(client, tmp_path):
+    state = str(tmp_path / "swtpm" / "u")
+    maker = VolumeGateway(client)
+    maker.make_directory(state)
+    maker.make_directory(state + "/tpm2")
+    for name in ("tpm2-00.permall", "tpm2-00.volatilestate"):
+        maker.create(VolumeSpec(state + "/tpm2/" + name, "raw", 512))
+    # A re-run that found an interrupted run's tree (the test driver's pools hold their volumes in memory, so
+    # the first run's pools stay open; the re-run adopts them).
+    later = VolumeGateway(client)
+    assert later.remove_tree(state) == [state + "/tpm2/tpm2-00.permall", state + "/tpm2/tpm2-00.volatilestate",
+                                        state + "/tpm2", state]
+    assert later.kind(state) is None and later.remove_tree(state) == []
+    later.close()
+    maker.close()
