@@ -17,14 +17,12 @@ in their own files: where the guest is (_placement.py), the storage plan (_stora
 from __future__ import annotations
 
 import dataclasses
-import os
 from urllib.parse import urlparse
 
 from ansible_collections.kvm.migration.plugins.module_utils import _cpu
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     ConnectionFailed,
-    InvalidRequest,
     KvmMigrationError,
     libvirt_errors,
 )

@@ -23,7 +23,6 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._volume import (
-    VolumeSpec,
     pool_target_path,
     transient_being_destroyed,
     volume_facts,

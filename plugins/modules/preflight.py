@@ -36,8 +36,8 @@ description:
   - The C(network) check probes from the machine the module runs on; it is skipped when O(uri) is a remote URI.
   - With O(live=false) (an offline move of a shut-off domain) C(memory), C(cache) and C(network) are skipped, C(devices)
     and C(interfaces) only warn (and C(firmware) for missing firmware, or an emulated TPM whose state the
-    definition keeps at a custom top-level path, which is not copied), and C(storage) also checks that every image is visible to libvirt on the source (it is copied
-    through libvirt) and stages its backing chain.
+    definition keeps at a custom top-level path, which is not copied), and C(storage) also checks that every
+    image is visible to libvirt on the source (it is copied through libvirt) and stages its backing chain.
   - C(name) also refuses a domain with the same UUID under another name, and C(machine) an emulator path (the
     domain's C(<emulator>)) that the destination lacks.
 author:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
-from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeSpec, VolumeGateway
+from ansible_collections.kvm.migration.plugins.module_utils._storage import VolumeGateway
+from ansible_collections.kvm.migration.plugins.module_utils._volume import VolumeSpec
 
 
 @pytest.fixture
