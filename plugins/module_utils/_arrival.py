@@ -139,9 +139,11 @@ class Arrival:
                 src = None
         if req.source_cleanup:
             removable = self._cleanup_source(dst.UUIDString(), self._source_leftovers(dst), dry_run=check_mode)
-            if removable:
+            state = self._cleanup_source_state(dst.UUIDString(), dry_run=check_mode)
+            if removable or state:
                 operations.append("cleanup_source")
                 result["source_disks_removed"] = removable
+                result["source_state_removed"] = state
         if not check_mode:
             # The domain is where an interrupted run was taking it: that run's journals protect nothing now.
             with libvirt_errors("read the definition of %s on the destination" % req.name):
@@ -200,7 +202,7 @@ class Arrival:
                 continue
             if dry_run or self.source_stager.remove(vol.path):
                 removed.append(vol.path)
-        return removed + self._cleanup_source_state(uuid, dry_run)
+        return removed
 
     def _cleanup_source_state(self, uuid, dry_run=False):
         """The variable store and the emulated TPM's state the source keeps of the domain (its undefine keeps

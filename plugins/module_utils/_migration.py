@@ -181,6 +181,7 @@ class Migration(Recovery, Arrival, OfflineMove):
             self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
         if req.source_cleanup:
             result["source_disks_removed"] = self._cleanup_source(uuid, plan.volumes)
+            result["source_state_removed"] = self._cleanup_source_state(uuid)
         result["strategy"]["events"] = [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]
         throttle = max([s.get("throttle", 0) for s in self.progress] + [stats.get("auto_converge_throttle", 0)])
         result["strategy"]["finished_by"] = ("post-copy" if self.controller.postcopy_started else

@@ -85,6 +85,7 @@ class OfflineMove:
             self._undefine_source(self.source.lookup_domain_by_uuid(uuid))
         if req.source_cleanup:
             result["source_disks_removed"] = self._cleanup_source(uuid, plan.volumes)
+            result["source_state_removed"] = self._cleanup_source_state(uuid)
         moved = sum(c["size"] for c in copied) + sum(t["size"] for t in plan.storage.templates
                                                      if t["action"] == "copied")
         stats = {"time_elapsed": int(copy_seconds * 1000), "disk_processed": moved, "downtime": 0}

@@ -450,15 +450,20 @@ summary:
       type: int
   sample: {wall_time_s: 3.1, time_elapsed_ms: 1843, downtime_ms: 61, data_processed_bytes: 121634816, iterations: 3}
 source_disks_removed:
-  description:
-    - Source images deleted by O(source_cleanup) after the verified migration, and what the guest kept on the
-      source outside its disks (its UEFI variable store, its emulated TPM's state directory) once the
-      destination holds its own copy.
-    - Nothing in a directory both hosts share is deleted.
+  description: Source images deleted by O(source_cleanup) after the verified migration.
   returned: when O(source_cleanup=true) and a migration ran
   type: list
   elements: str
   sample: [/var/lib/libvirt/images/web01.qcow2]
+source_state_removed:
+  description:
+    - What the guest kept on the source outside its disks (its UEFI variable store, its emulated TPM's state
+      directory) and O(source_cleanup) deleted, once the destination holds its own copy.
+    - Nothing in a directory both hosts share is deleted.
+  returned: when O(source_cleanup=true) and a migration ran, or the domain was already on the destination
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/swtpm/5ab0c8a2-1f37-4f7e-9a35-3c3a7c1b2d10]
 progress:
   description: Samples of the running job, taken every O(poll_interval) seconds (thinned out on long runs).
   returned: when a live migration ran, or one was attached to

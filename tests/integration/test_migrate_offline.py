@@ -192,6 +192,8 @@ class TpmGuest(LabGuest):
     """A guest with an emulated TPM 2.0, whose state libvirt keeps in /var/lib/libvirt/swtpm/<uuid> (swtpm comes
     with hypervisor_prep)."""
 
+    SWTPM_LOG = "/var/log/swtpm/libvirt/qemu/%s-swtpm.log"
+
     def xml(self) -> str:
         tpm = "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>"
         return super().xml().replace("</devices>", tpm + "</devices>", 1)
@@ -201,7 +203,13 @@ class TpmGuest(LabGuest):
         return f"/var/lib/libvirt/swtpm/{uuid}"
 
     def swtpm_log(self, host: str) -> str:
-        return self.lab.exec(host, f"cat /var/log/swtpm/libvirt/qemu/{self.name}-swtpm.log 2>/dev/null; true").stdout
+        return self.lab.exec(host, f"cat {self.SWTPM_LOG % self.name} 2>/dev/null; true").stdout
+
+    def remove_everywhere(self) -> None:
+        """Also its TPM state and swtpm's log (a plain undefine takes the state; the log stays)."""
+        super().remove_everywhere()
+        for h in self.lab.hosts:
+            self.lab.exec(h.name, f"rm -f {self.SWTPM_LOG % self.name}", check=False)
 
 
 def tree(lab, host, path):
@@ -273,11 +281,26 @@ def test_offline_move_carries_the_tpm_state_and_takes_it_back_on_failure(lab, an
         assert vm.state(DST) == "shut off" and vm.state(SRC) == "absent"
         # ...until source_cleanup removes what the guest left there, once the destination's copy is checked.
         cleaned = ansible.module(SRC, "kvm.migration.migrate", dict(args, source_cleanup=True)).task("probe")
-        assert cleaned["changed"] and state in cleaned["source_disks_removed"], cleaned
+        assert cleaned["changed"] and cleaned["source_state_removed"] == [state], cleaned
         assert tree(lab, SRC, state) is None and tree(lab, DST, state) is not None
-        returned = ansible.module(DST, "kvm.migration.migrate", back).task("probe")
+        # The move back cleans up after itself on B: its image, and its TPM state once A holds the copy (the
+        # state as it is now, after the guest ran on B).
+        current = tree(lab, DST, state)
+        returned = ansible.module(DST, "kvm.migration.migrate", dict(back, source_cleanup=True)).task("probe")
         assert not returned.get("failed"), returned.get("msg")
-        assert vm.state(SRC) == "shut off" and tree(lab, SRC, state) is not None
+        assert returned["source_state_removed"] == [state], returned
+        assert vm.state(SRC) == "shut off" and tree(lab, SRC, state) == current and tree(lab, DST, state) is None
+
+        # Live, the state travels in the migration stream.
+        lab.exec(SRC, ["virsh", "-q", "start", vm.name])
+        live = ansible.module(SRC, "kvm.migration.migrate", dict(args, live=True, strategy="manual")).task("probe")
+        assert not live.get("failed"), live.get("msg")
+        firmware = next(c for c in live["preflight"]["checks"] if c["name"] == "firmware")
+        assert "QEMU carries the emulated TPM's state" in firmware["message"], firmware
+        assert vm.state(DST) == "running" and vm.state(SRC) in ("absent", "shut off")
+        # libvirt manufactures a TPM for the incoming guest, then swtpm takes the source's state from the stream.
+        permall = f"{state}/tpm2/tpm2-00.permall"
+        assert sha256(lab, DST, permall) == sha256(lab, SRC, permall)
     finally:
         for host in (SRC, DST):
             lab.exec(host, f"umount {swtpm_dir} 2>/dev/null; virsh -q destroy {vm.name} >/dev/null 2>&1; "
