@@ -136,16 +136,17 @@ class GuestFitChecks:
             else:
                 notes.append("libvirt makes the variable store %s from %s, QEMU writes the guest's variables into "
                              "it after the switch" % (spec.nvram, spec.nvram_template or "the firmware's template"))
-        if spec.tpm_emulator and self.offline:
-            self._tpm_state(spec, problems, warnings, notes)
-        elif spec.tpm_emulator:
+        if spec.tpm_emulator:
             caps = self.dest.domain_capabilities(spec.arch, spec.machine, spec.domain_type)
             models = [v.text for v in caps.findall("devices/tpm/enum[@name='backendModel']/value")]
             if "emulator" not in models:
+                # Offline too: libvirt refuses to define the domain there, after the disks were copied.
                 problems.append("the destination's libvirt offers no emulated TPM (swtpm is not installed)")
+            elif self.offline:
+                self._tpm_state(spec, problems, warnings, notes)
             else:
                 notes.append("QEMU carries the emulated TPM's state in the migration stream")
-        hint = ("install the firmware (ovmf / edk2-ovmf) and swtpm on the destination, or migrate offline; a variable "
+        hint = ("install the firmware (ovmf / edk2-ovmf) and swtpm (hypervisor_prep_swtpm) on the destination; a variable "
                 "store or TPM state left there by an earlier copy of this guest can be removed (migrate with "
                 "source_cleanup removes what the guest leaves behind when it moves)")
         if problems:

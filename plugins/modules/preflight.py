@@ -26,7 +26,8 @@ description:
     passthrough), C(interfaces) (every libvirt network, bridge or macvtap device the domain's NICs use exists and
     is active on the destination; a warning when its libvirt has no interface driver to ask), C(firmware) (a
     live move needs the UEFI firmware and the variable store's template on the destination, and swtpm for an
-    emulated TPM; an offline move copies the variable store and the emulated TPM's state, and refuses to
+    emulated TPM (an offline move too: libvirt does not define such a guest without it); an offline move
+    copies the variable store and the emulated TPM's state, and refuses to
     overwrite either when the destination already holds one that an interrupted run of the same move did not
     leave), C(cache) (every writable disk uses cache V(none) or V(directsync), unless O(allow_unsafe)),
     C(storage) (the destination directories exist, hold no file at the disks' paths, and have room for the

@@ -193,6 +193,11 @@ def test_offline_tpm_state_travels_unless_the_destination_holds_another():
     assert leftover["status"] == PASS
     elsewhere = _firmware_report([], offline=True, tpm_emulator=True, tpm_state="")
     assert elsewhere["status"] == WARN and "new TPM" in elsewhere["message"]
+    # libvirt refuses to define a guest with an emulated TPM where swtpm is missing: offline that is a blocker
+    # too, before any disk is copied.
+    no_swtpm = _firmware_report([], offline=True, on_source=[state], tpm_models=(), **tpm)
+    assert no_swtpm["status"] == FAIL and "swtpm is not installed" in no_swtpm["message"]
+    assert "hypervisor_prep_swtpm" in no_swtpm["hint"]
 
 
 def test_the_tpm_state_path_is_the_domains_own_tree():
