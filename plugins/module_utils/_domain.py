@@ -150,6 +150,7 @@ def _tpm_state(root):
     else:
         path = os.path.join(SWTPM_STORAGE_DIR, (root.findtext("uuid") or "").strip())
     # Never a top-level directory (or the storage root itself): the tree is copied and, as a leftover, removed.
+    path = os.path.normpath(path)
     if not os.path.isabs(path) or path.count("/") < 2 or path == SWTPM_STORAGE_DIR:
         return ""
     return path

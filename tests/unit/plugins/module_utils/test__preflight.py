@@ -214,6 +214,10 @@ def test_the_tpm_state_path_is_the_domains_own_tree():
     for path in ("/srv", "/", "relative/dir", "/var/lib/libvirt/swtpm"):
         assert spec("<backend type='emulator'><source type='dir' path='%s'/></backend>" % path).tpm_state == ""
     assert spec("<backend type='passthrough'><device path='/dev/tpm0'/></backend>").tpm_state == ""
+    # A definition without a UUID would name the storage root itself (with a trailing slash).
+    no_uuid = DomainSpec.from_xml("<domain type='qemu'><name>v</name><memory>1024</memory><os><type>hvm</type></os>"
+                                  "<devices><tpm model='tpm-crb'><backend type='emulator'/></tpm></devices></domain>")
+    assert no_uuid.tpm_emulator and no_uuid.tpm_state == ""
 
 
 def test_a_running_domains_nic_on_a_network_is_read_as_the_network():
