@@ -14,6 +14,7 @@ It imports nothing from Ansible, so it can be used and tested on its own."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import traceback
@@ -26,6 +27,10 @@ except ImportError:
     LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 else:
     LIBVIRT_IMPORT_ERROR = None
+try:
+    import libvirt_qemu
+except ImportError:  # part of libvirt-python; only post-copy recovery asks QEMU directly
+    libvirt_qemu = None
 
 # The exceptions are re-exported: callers import them from the connection layer.
 from ansible_collections.kvm.migration.plugins.module_utils._errors import (  # noqa: F401 pylint: disable=unused-import
@@ -122,6 +127,19 @@ def is_error(exc, *names):
         and isinstance(exc, libvirt.libvirtError)
         and any(exc.get_error_code() == getattr(libvirt, n, None) for n in names)
     )
+
+
+def qemu_migration_status(dom):
+    """QEMU's own migration status on `dom` ('postcopy-paused', 'completed', ...), or None when it cannot be
+    asked.  libvirt's job view lags behind QEMU after a failed post-copy (a completion it missed never shows), so
+    post-copy recovery asks QEMU: a read-only query, at the price of libvirt's 'custom-monitor' taint."""
+    if libvirt_qemu is None or dom is None:
+        return None
+    try:
+        reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "query-migrate"}', 0))
+    except Exception:  # no answer (a host gone, QEMU gone); the caller goes by libvirt's view
+        return None
+    return (reply.get("return") or {}).get("status") or None
 
 
 def _silence_default_handler():

@@ -23,7 +23,6 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._live import describe_states, failure_hint
-from ansible_collections.kvm.migration.plugins.module_utils._postcopy import POSTCOPY_RECOVERY_BUDGET as POSTCOPY_BUDGET
 
 # After a failure: how long to try to reach a host whose connection was lost, before reporting.
 RECONNECT_SECONDS = 60
@@ -81,14 +80,28 @@ class Recovery:
                            "virsh domjobinfo %s on the source and destroy neither side" % req.name,
                 "failed": "fix the link, then resume: virsh migrate --postcopy --postcopy-resume %s %s"
                           % (req.name, req.dest_uri),
+                "completed": "the destination runs the guest and QEMU finished on both hosts, but the source could "
+                             "not be stopped: virsh destroy %s on the source, then run this task again" % req.name,
+                "settled": "the destination finished the migration and runs the guest, the source's QEMU could not "
+                           "be asked: if virsh qemu-monitor-command %s '{\"execute\": \"query-migrate\"}' on the "
+                           "source says completed, virsh destroy %s there; otherwise destroy neither side"
+                           % (req.name, req.name),
             }
+            if postcopy_found in ("completed", "settled"):
+                message = ("Post-copy migration of %s to %s finished on the destination, which runs the guest, but "
+                           "the source still holds its paused copy after %.0f s of recovery (%s): %s. Nothing was "
+                           "destroyed or deleted on either host")
+                location = "destination (a paused copy on the source)"
+            else:
+                message = ("Post-copy migration of %s to %s failed and could not be resumed in %.0f s of recovery "
+                           "(%s): %s. The guest's memory is split between the two hosts, so nothing was destroyed or "
+                           "deleted on either")
+                location = "split (post-copy)"
             raise OperationFailed(
-                "Post-copy migration of %s to %s failed and could not be resumed within %.0f s: %s. The guest's "
-                "memory is split between the two hosts (found: %s), so nothing was destroyed or deleted on either"
-                % (req.name, req.dest_uri, POSTCOPY_BUDGET, cause, describe_states(src, dst)),
+                message % (req.name, req.dest_uri, live.postcopy_waited, describe_states(src, dst), cause),
                 hint=hints.get(postcopy_found, "a host cannot be reached: bring it back, then run this task again; it "
                                "finds the guest and resumes or reports"),
-                details=dict(details, guest_location="split (post-copy)", postcopy_state=postcopy_found,
+                details=dict(details, guest_location=location, postcopy_state=postcopy_found,
                              state=self._final_state(src, dst)))
         if src is not None and src.isActive():
             if state_name(src) == "paused" and not was_paused:
