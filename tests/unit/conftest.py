@@ -41,3 +41,30 @@ def test_uri(tmp_path):
 </node>
 """)
     return f"test://{node}"
+
+
+class InstantClock:
+    """Stands in for the time module: sleeping advances the clock at once."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def instant_clock(monkeypatch):
+    """The clock of the live run and of post-copy recovery (_live, _postcopy), made instant."""
+    from ansible_collections.kvm.migration.plugins.module_utils import _live, _postcopy
+
+    clock = InstantClock()
+    monkeypatch.setattr(_live, "time", clock)
+    monkeypatch.setattr(_postcopy, "time", clock)
+    return clock

@@ -175,22 +175,6 @@ def test_an_abort_libvirt_reports_as_cancelled_by_client_is_named_without_a_seen
     assert any("cancelled, not by this run" in c for c in found["causes"]), found
 
 
-class FakeClock:
-    """Stands in for the time module in _live and _postcopy: sleeping advances the clock at once."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 class StillRunningDomain:
     """A source in failed post-copy whose QEMU stream outlived the cut: libvirt refuses every resume."""
 
@@ -206,14 +190,12 @@ class StillRunningDomain:
 
 
 @pytest.mark.parametrize("completes_after, expected", [(300, "finished"), (None, "failed")])
-def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, completes_after, expected):
+def test_postcopy_recovery_waits_on_while_qemu_still_runs(monkeypatch, instant_clock, completes_after, expected):
     """CI saw QEMU finish a post-copy job more than 180 s after libvirt had marked it failed: the recovery waits
     on while resumes are refused as "still running", up to POSTCOPY_RUNNING_LIMIT, and then gives up."""
     from ansible_collections.kvm.migration.plugins.module_utils import _postcopy
 
-    clock = FakeClock()
-    monkeypatch.setattr(_live, "time", clock)
-    monkeypatch.setattr(_postcopy, "time", clock)
+    clock = instant_clock
     dom = StillRunningDomain()
     run = live_run(dom)
     started = clock.now

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import libvirt
 import pytest
-from ansible_collections.kvm.migration.plugins.module_utils import _live, _postcopy
+from ansible_collections.kvm.migration.plugins.module_utils import _postcopy
 from ansible_collections.kvm.migration.plugins.module_utils._convergence import Controller, Policy
 from ansible_collections.kvm.migration.plugins.module_utils._live import LiveRun
 from ansible_collections.kvm.migration.plugins.module_utils._plan import MigrationRequest
@@ -58,30 +58,13 @@ class FakeClient:
         return True
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 class Plan:
     params, flags = {}, 0
 
 
-def recovery(monkeypatch, src, dst, qemu_status):
+def recovery(monkeypatch, clock, src, dst, qemu_status):
     """A LiveRun between fake hosts whose source QEMU answers query-migrate with `qemu_status` (a str, or a
     callable of the source domain)."""
-    clock = FakeClock()
-    monkeypatch.setattr(_live, "time", clock)
-    monkeypatch.setattr(_postcopy, "time", clock)
     monkeypatch.setattr(_postcopy, "qemu_migration_status",
                         qemu_status if callable(qemu_status) else lambda dom: None if not dom.isActive() else qemu_status)
     request = MigrationRequest(name="vm1", dest_uri="qemu+ssh://hv2/system", poll_interval=0.1)
@@ -89,28 +72,24 @@ def recovery(monkeypatch, src, dst, qemu_status):
                                    downtime_schedule=[300]))
     run = LiveRun(FakeClient(src), FakeClient(dst), request, controller, [])
     run._run_started = clock.now
-    return run, clock
+    return run
 
 
-def test_a_completion_libvirt_missed_on_the_source_is_finished():
+def test_a_completion_libvirt_missed_on_the_source_is_finished(monkeypatch, instant_clock):
     """CI: the link came back, QEMU completed on both hosts and the destination's libvirt finished, but the
     source's libvirt missed the end (its event came while a resume attempt held the job): the source stays
     paused for ever.  The recovery recognises it, stops the finished source QEMU once, and resumes nothing."""
-    mp = pytest.MonkeyPatch()
-    try:
-        src = FakeDomain(PAUSED_POSTCOPY_FAILED, job=libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
-        dst = FakeDomain(RUNNING_MIGRATED)
-        run, clock = recovery(mp, src, dst, "completed")
-        started = clock.now
-        assert run.postcopy_state("u") == "completed"
-        error, found = run.recover_postcopy("u", Plan(), RuntimeError("Lost connection to destination host"))
-        assert (error, found) == (None, "finished")
-        assert src.destroyed == 1 and src.resumes == 0 and dst.destroyed == 0
-        assert clock.now - started < 10  # seen twice, a few seconds apart, not waited out
-        assert any(name == "postcopy finished" and "missed the end" in reason for _t, name, reason in run.events)
-        assert run.postcopy_state("u") == "finished"
-    finally:
-        mp.undo()
+    src = FakeDomain(PAUSED_POSTCOPY_FAILED, job=libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+    dst = FakeDomain(RUNNING_MIGRATED)
+    run = recovery(monkeypatch, instant_clock, src, dst, "completed")
+    started = instant_clock.now
+    assert run.postcopy_state("u") == "completed"
+    error, found = run.recover_postcopy("u", Plan(), RuntimeError("Lost connection to destination host"))
+    assert (error, found) == (None, "finished")
+    assert src.destroyed == 1 and src.resumes == 0 and dst.destroyed == 0
+    assert instant_clock.now - started < 10  # seen twice, a few seconds apart, not waited out
+    assert any(name == "postcopy finished" and "missed the end" in reason for _t, name, reason in run.events)
+    assert run.postcopy_state("u") == "finished"
 
 
 @pytest.mark.parametrize("qemu, dest_job, expected", [
@@ -123,29 +102,29 @@ def test_a_completion_libvirt_missed_on_the_source_is_finished():
     (None, 0, "settled"),                            # QEMU cannot be asked: report, destroy nothing
     (None, INCOMING_JOB, "failed"),                  # libvirt's view alone, as before
 ])
-def test_the_state_comes_from_qemu_and_both_libvirts(monkeypatch, qemu, dest_job, expected):
+def test_the_state_comes_from_qemu_and_both_libvirts(monkeypatch, instant_clock, qemu, dest_job, expected):
     src = FakeDomain(PAUSED_POSTCOPY_FAILED, job=libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
     dst = FakeDomain(RUNNING_MIGRATED, job=dest_job)
-    run, _clock = recovery(monkeypatch, src, dst, qemu)
+    run = recovery(monkeypatch, instant_clock, src, dst, qemu)
     assert run.postcopy_state("u") == expected
 
 
-def test_an_ended_source_job_is_not_a_running_one(monkeypatch):
+def test_an_ended_source_job_is_not_a_running_one(monkeypatch, instant_clock):
     """jobInfo's COMPLETED, FAILED and CANCELLED types are ended jobs (only BOUNDED and UNBOUNDED run)."""
     src = FakeDomain((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY), job=libvirt.VIR_DOMAIN_JOB_COMPLETED)
     dst = FakeDomain((libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY), job=INCOMING_JOB)
-    run, _clock = recovery(monkeypatch, src, dst, None)
+    run = recovery(monkeypatch, instant_clock, src, dst, None)
     assert run.postcopy_state("u") == "unknown"
     src.job = libvirt.VIR_DOMAIN_JOB_UNBOUNDED
     assert run.postcopy_state("u") == "running"
 
 
-def test_a_source_that_stops_reporting_completed_is_not_destroyed(monkeypatch):
+def test_a_source_that_stops_reporting_completed_is_not_destroyed(monkeypatch, instant_clock):
     """The source is stopped only if its QEMU still says completed right before."""
     src = FakeDomain(PAUSED_POSTCOPY_FAILED)
     dst = FakeDomain(RUNNING_MIGRATED)
     answers = iter(["completed", "completed"] + ["postcopy-active"] * 1000)
-    run, _clock = recovery(monkeypatch, src, dst, lambda dom: next(answers) if dom.isActive() else None)
+    run = recovery(monkeypatch, instant_clock, src, dst, lambda dom: next(answers) if dom.isActive() else None)
     error, found = run.recover_postcopy("u", Plan(), RuntimeError("Lost connection to destination host"))
     assert src.destroyed == 0 and src.resumes == 0
     assert found == "running" and "no longer reports the migration completed" in str(error), (error, found)
