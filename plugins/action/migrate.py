@@ -6,30 +6,13 @@
 """Controller side of kvm.migration.migrate: a live progress line in the ansible-playbook output.
 
 The module runs on the source host as an async job; meanwhile this plugin reads the migration job on the
-source with kvm.migration.migration_info every few seconds and prints percent, rate, remaining data and
-iteration, labelled with the host the module runs on (the delegated one, if any).  The job's status is asked
-every second at first and then at the display interval, so a short migration ends promptly and a long one costs
-two remote calls per interval.  Variables (inventory, group_vars, extra vars or AWX survey):
-kvm_migration_progress (false: no progress lines) and kvm_migration_progress_interval (seconds between lines,
-1-3600, default 5); the environment variables KVM_MIGRATION_PROGRESS=0 and KVM_MIGRATION_PROGRESS_INTERVAL are
-read when the variables are not set.  When the task is already async (AWX users poll migration_info
-themselves) or in check mode, the module simply runs as usual."""
+source with kvm.migration.migration_info at the display interval and prints percent, rate, remaining data and
+iteration.  The cadence and the variables that control it are those of
+plugins/plugin_utils/_async_progress.py (kvm_migration_progress, kvm_migration_progress_interval)."""
 
 from __future__ import annotations
 
-import os
-import time
-
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-
-display = Display()
-
-ASYNC_LIMIT = 7 * 24 * 3600  # the module's own timeouts end a migration long before this
-DEFAULT_INTERVAL = 5.0
-INTERVAL_BOUNDS = (1.0, 3600.0)
-JOB_KEYS = ("ansible_job_id", "finished", "started", "results_file", "stdout", "stderr", "stdout_lines",
-            "stderr_lines", "erased")
+from ansible_collections.kvm.migration.plugins.plugin_utils._async_progress import ProgressAction
 
 
 def progress_line(host, name, job):
@@ -53,77 +36,13 @@ def progress_line(host, name, job):
     return ", ".join(parts)
 
 
-def progress_settings(task_vars, environ):
-    """(enabled, interval) from the variables, else the environment; a bad interval names itself."""
-    enabled = task_vars.get("kvm_migration_progress")
-    if enabled is None:
-        enabled = environ.get("KVM_MIGRATION_PROGRESS", "1") != "0"
-    elif isinstance(enabled, str):
-        enabled = enabled.strip().lower() not in ("0", "false", "no", "off")
-    raw = task_vars.get("kvm_migration_progress_interval")
-    name = "kvm_migration_progress_interval"
-    if raw is None or raw == "":
-        raw, name = environ.get("KVM_MIGRATION_PROGRESS_INTERVAL", DEFAULT_INTERVAL), "KVM_MIGRATION_PROGRESS_INTERVAL"
-    try:
-        interval = float(raw)
-    except (TypeError, ValueError):
-        raise ValueError("%s=%r is not a number of seconds" % (name, raw))
-    low, high = INTERVAL_BOUNDS
-    if not low <= interval <= high:
-        raise ValueError("%s=%r is out of range: give %g to %g seconds" % (name, raw, low, high))
-    return bool(enabled), interval
-
-
-def poll_delay(elapsed, interval):
-    """Seconds until the job's status is asked again: every second for a short job, the display interval for a
-    long one (reached after about six intervals)."""
-    return min(interval, max(1.0, elapsed / 6.0))
-
-
-class ActionModule(ActionBase):
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        task_vars = task_vars or {}
+class ActionModule(ProgressAction):
+    def progress_text(self, host, task_vars):
         args = self._task.args
-        try:
-            enabled, interval = progress_settings(task_vars, os.environ)
-        except ValueError as exc:
-            result.update(failed=True, msg=str(exc))
-            return result
-        if self._task.async_val or self._task.check_mode or not enabled or self._connection.has_native_async:
-            result.update(self._execute_module(task_vars=task_vars, wrap_async=bool(self._task.async_val)))
-            return result
-
-        host = self._task.delegate_to or task_vars.get("inventory_hostname", "?")
-        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
-        self._task.async_val = ASYNC_LIMIT
-        try:
-            started = self._execute_module(task_vars=task_vars, wrap_async=True)
-        finally:
-            self._task.async_val = 0
-        jid = started.get("ansible_job_id")
-        if not jid or started.get("failed"):
-            result.update(started)
-            return result
-
-        status_args = {"jid": jid, "mode": "status", "_async_dir": async_dir}
-        info_args = {"name": args.get("name"), "uri": args.get("uri", "qemu:///system")}
-        last_line = 0.0
-        began = time.monotonic()
-        while True:
-            status = self._execute_module(module_name="ansible.legacy.async_status", module_args=status_args,
-                                          task_vars=task_vars)
-            if status.get("finished") or status.get("failed") and "finished" not in status:
-                break
-            if time.monotonic() - last_line >= interval:
-                info = self._execute_module(module_name="kvm.migration.migration_info", module_args=info_args,
-                                            task_vars=task_vars)
-                job = info.get("job", {})
-                if job.get("type") not in (None, "none"):
-                    display.display(progress_line(host, args.get("name"), job))
-                    last_line = time.monotonic()
-            time.sleep(poll_delay(time.monotonic() - began, interval))
-        self._execute_module(module_name="ansible.legacy.async_status",
-                             module_args=dict(status_args, mode="cleanup"), task_vars=task_vars)
-        result.update({k: v for k, v in status.items() if k not in JOB_KEYS})
-        return result
+        info = self._execute_module(module_name="kvm.migration.migration_info",
+                                    module_args={"name": args.get("name"), "uri": args.get("uri", "qemu:///system")},
+                                    task_vars=task_vars)
+        job = info.get("job", {})
+        if job.get("type") in (None, "none"):
+            return None
+        return progress_line(host, args.get("name"), job)

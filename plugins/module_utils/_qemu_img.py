@@ -7,17 +7,26 @@
 # This file is private to kvm.migration and may change in any release without notice.
 
 """qemu-img on the host the module runs on: open, measure, convert, check and compare images.  Every failure
-names the command and carries qemu-img's own message."""
+names the command and carries qemu-img's own message.  A conversion can report its progress (qemu-img -p) and
+be bounded by a deadline: qemu-img is then killed and the caller removes what it wrote."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import selectors
+import subprocess
+import time
 
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
 
 # qemu-img check: 0 clean, 1 check not completed, 2 corruptions, 3 leaked clusters only, 63 format cannot check
 CHECK_LEAKS_ONLY = 3
 CHECK_UNSUPPORTED = 63
+# qemu-img -p writes "    (12.50/100%)\r" to stdout
+_PERCENT = re.compile(rb"\((\d{1,3}(?:\.\d+)?)/100%\)")
+_ERROR_TAIL = 4096
 
 
 class QemuImg:
@@ -60,15 +69,53 @@ class QemuImg:
                           "qemu-img measure of %s" % path)
         return int(data["required"])
 
-    def convert(self, src, src_fmt, dst, fmt, backing=None):
+    def convert(self, src, src_fmt, dst, fmt, backing=None, progress=None, deadline=None, limit="its deadline"):
+        """progress(percent) is called as qemu-img reports it; past deadline (time.monotonic()) qemu-img is
+        killed and OperationFailed names the point it reached and the limit (e.g. "timeout=3600")."""
         args = ["convert", "-f", src_fmt, "-O", fmt]
         if fmt == "qcow2":
             args += ["-o", "compat=1.1,lazy_refcounts=off"]
         if backing:
             args += ["-B", backing, "-F", "qcow2"]
-        rc, out, err = self._call(args + [src, dst])
+        if progress is None and deadline is None:
+            rc, out, err = self._call(args + [src, dst])
+        else:
+            rc, out, err = self._watched([self.binary] + args + ["-p", src, dst], progress, deadline,
+                                         "converting %s to %s" % (src, dst), limit)
         if rc != 0:
             raise OperationFailed("converting %s to %s failed: %s" % (src, dst, (err or out).strip()[-800:]))
+
+    @staticmethod
+    def _watched(argv, progress, deadline, what, limit):
+        """Run argv, passing each percent it prints to progress, killing it past the deadline."""
+        percent, err = 0.0, b""
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc, \
+                selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            selector.register(proc.stderr, selectors.EVENT_READ)
+            try:
+                while selector.get_map():
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise OperationFailed("%s was stopped at %.0f%%: %s ran out" % (what, percent, limit),
+                                              hint="give it more time, or copy the source to faster local "
+                                                   "storage first")
+                    for key, _events in selector.select(timeout=1.0):
+                        chunk = os.read(key.fd, 65536)
+                        if not chunk:
+                            selector.unregister(key.fileobj)
+                        elif key.fileobj is proc.stderr:
+                            err = (err + chunk)[-_ERROR_TAIL:]
+                        else:
+                            found = _PERCENT.findall(chunk)
+                            if found:
+                                percent = min(100.0, float(found[-1]))
+                                if progress is not None:
+                                    progress(percent)
+            except BaseException:
+                proc.kill()
+                raise
+            rc = proc.wait()
+        return rc, "", err.decode("utf-8", errors="replace")
 
     def check(self, path, fmt):
         if fmt != "qcow2":

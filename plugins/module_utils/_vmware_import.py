@@ -21,6 +21,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvm.migration.plugins.module_utils import _vmdk, _vmx
+from ansible_collections.kvm.migration.plugins.module_utils._import_progress import ProgressFile
 from ansible_collections.kvm.migration.plugins.module_utils._errors import (
     InvalidRequest,
     KvmMigrationError,
@@ -372,10 +373,12 @@ class Importer:
             json.dump({"name": plan["name"], "files": made, "pid": os.getpid(), "boot_id": _boot_id(),
                        "started": int(time.time())}, f)
         dom = None
+        progress = ProgressFile(self.params["vmx"], plan["name"], len(plan["disks"]))
+        deadline = time.monotonic() + self.params["timeout"] if self.params.get("timeout") else None
         try:
             files = [fingerprint(self.params["vmx"])] + [fingerprint(p) for d in plan["disks"] for p in d["files"]]
-            for disk in plan["disks"]:
-                self._convert(disk)
+            for index, disk in enumerate(plan["disks"]):
+                self._convert(disk, index, progress, deadline)
             changed = source_changes(files)
             if changed:
                 raise OperationFailed("the source changed while it was imported: %s" % "; ".join(changed),
@@ -393,10 +396,12 @@ class Importer:
             if isinstance(exc, (InvalidRequest, OperationFailed)):
                 exc.append("Nothing of the import was left on the host")
             raise
+        finally:
+            progress.close()
         remove_files([marker])
         return dom, files
 
-    def _convert(self, disk):
+    def _convert(self, disk, index, progress, deadline):
         """Each layer to <volume>.part, checked, then renamed; the top one compared with the whole source."""
         chain = list(reversed(disk["chain"]))[-disk["layers"]:]  # base first
         backing = None
@@ -404,7 +409,9 @@ class Importer:
             part = volume + ".part"
             fmt = disk["format"] if volume == disk["volume"] else "qcow2"
             self.log("converting %s -> %s" % (source, volume))
-            self.qemu_img.convert(source, "vmdk", part, fmt, backing=backing)
+            progress.start_disk(index, source, volume, disk["virtual_size"])
+            self.qemu_img.convert(source, "vmdk", part, fmt, backing=backing, progress=progress.update,
+                                  deadline=deadline, limit="timeout=%s s" % self.params.get("timeout"))
             self.qemu_img.check(part, fmt)
             if volume == disk["volume"]:
                 self.qemu_img.compare(disk["source"], "vmdk", part, fmt)

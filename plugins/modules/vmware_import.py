@@ -36,7 +36,11 @@ description:
   - With O(converter=virt-v2v) the conversion is handed to C(virt-v2v -i vmx), which also installs virtio
     drivers into the guest (Windows included) and fixes its boot configuration; the module then adds its
     import record to the domain virt-v2v defined. virt-v2v must be installed on the host.
-  - Give the task C(async) and C(poll) for large disks - a conversion runs at the speed of the datastore copy.
+  - A conversion runs at the speed of the datastore copy, so the action plugin runs the module as an async job
+    and prints a progress line (disk, percent, size, rate) labelled with the host every few seconds, read from
+    a small file the module keeps under C(/run/kvm-migration) while it converts and removes at the end. The
+    variables C(kvm_migration_progress) and C(kvm_migration_progress_interval) control it as for
+    M(kvm.migration.migrate). A task given C(async) runs as a plain async task without lines.
 author:
   - kvm.migration maintainers (@kvm-migration)
 extends_documentation_fragment:
@@ -128,6 +132,13 @@ options:
     description: Start the domain after the import (and on a re-run, if it is shut off).
     type: bool
     default: false
+  timeout:
+    description:
+      - Seconds the disk conversions may take in all, 0 to 172800; V(0) means no limit.
+      - When it runs out, C(qemu-img) is stopped, everything the run made is removed, and the failure names
+        the disk and the percent reached. It bounds the C(qemu-img) path; V(virt-v2v) runs to its end.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -241,8 +252,10 @@ removed:
 import os
 
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
+from ansible_collections.kvm.migration.plugins.module_utils._import_progress import progress_path, remove_progress
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._module import LibvirtModule
+from ansible_collections.kvm.migration.plugins.module_utils._options import Bound
 from ansible_collections.kvm.migration.plugins.module_utils._qemu_img import QemuImg
 from ansible_collections.kvm.migration.plugins.module_utils._vmware_import import (
     Importer,
@@ -256,6 +269,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._vmware_import impor
 )
 from ansible_collections.kvm.migration.plugins.module_utils._vmware_v2v import run_virt_v2v
 
+TIMEOUT = Bound(0, 172800, "s", "48 hours", "no limit")
+
 
 def _state(dom):
     if dom is None:
@@ -266,6 +281,7 @@ def _state(dom):
 
 def _check_request(p):
     check_vmx_path(p["vmx"])
+    TIMEOUT.check("timeout", p["timeout"])
     if p["delta_chain"] == "keep" and p["format"] != "qcow2":
         raise InvalidRequest("delta_chain=keep writes each snapshot layer as a qcow2 backed by its parent, so it "
                              "needs format=qcow2 (got format=%s)" % p["format"])
@@ -368,6 +384,7 @@ def run_module(module):
         module.exit_json(state="absent", **result)
         return
     remove_files(leftovers + ([marker] if marker else []))
+    remove_progress(progress_path(p["vmx"]))  # a killed run's, so the controller shows no stale line
     if p["converter"] == "virt-v2v":
         dom = run_virt_v2v(module, client, pool, plan)
     else:
@@ -398,6 +415,7 @@ def main():
             "cpu_model": {"type": "str"},
             "converter": {"type": "str", "default": "qemu-img", "choices": ["qemu-img", "virt-v2v"]},
             "start": {"type": "bool", "default": False},
+            "timeout": {"type": "int", "default": 0},
         },
         needs_lxml=False,
         supports_check_mode=True,

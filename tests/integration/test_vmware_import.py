@@ -104,7 +104,9 @@ def payload_intact(data):
 
 
 def snapshot(lab):
-    return host_snapshot(lab, SRC) + lab.exec(SRC, f"ls -1a {IMAGES}").stdout
+    """The host's domains, pools and volumes, the image directory, and the progress files a run keeps."""
+    return (host_snapshot(lab, SRC) + lab.exec(SRC, f"ls -1a {IMAGES}").stdout
+            + lab.exec(SRC, "ls -1a /run/kvm-migration 2>/dev/null; true").stdout)
 
 
 @pytest.mark.usefixtures("import_hosts")
@@ -247,6 +249,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(lab, ansible, datastor
              "network 'nosuchnet' (for VMware network 'VM Network') does not exist"),
             ("delta", {"name": "tb-rawkeep", "format": "raw", "delta_chain": "keep"}, "needs format=qcow2"),
             ("esxi", {"name": "tb-kvm", "domain_type": "kvm"}, "cannot run an x86_64 kvm guest"),
+            ("esxi", {"name": "tb-timeout", "timeout": 172801}, "timeout=172801 is out of range"),
         ]
         for folder, extra, message in cases:
             extra = {"name": f"tb-{folder}", **extra}
@@ -293,7 +296,8 @@ def test_a_killed_import_is_cleaned_up_and_a_changed_source_is_refused(lab, ansi
 def test_the_import_vmware_playbook_with_survey_answers(lab, ansible, datastore, imported):
     """As an AWX job template runs it: every answer a string, the result handed on with set_stats."""
     vm = imported("tb-ova")
-    answers = {"vmware_import_host": SRC, "vmware_import_vmx": f"{DATASTORE_IN_HOST}/streamOptimized/tb.vmx",
+    answers = {"kvm_migration_progress_interval": "1",
+               "vmware_import_host": SRC, "vmware_import_vmx": f"{DATASTORE_IN_HOST}/streamOptimized/tb.vmx",
                "vmware_import_name": vm.name, "vmware_import_pool": POOL, "vmware_import_network": "default",
                "vmware_import_device_profile": "auto", "vmware_import_start": "false",
                "vmware_import_domain_type": "qemu"}

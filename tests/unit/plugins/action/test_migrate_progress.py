@@ -4,7 +4,7 @@ tests/integration/test_convergence.py)."""
 from __future__ import annotations
 
 import pytest
-from ansible_collections.kvm.migration.plugins.action.migrate import poll_delay, progress_settings
+from ansible_collections.kvm.migration.plugins.plugin_utils._async_progress import poll_delay, progress_settings
 
 
 def test_defaults_are_on_every_five_seconds():
