@@ -13,15 +13,18 @@ one, if any), at the display interval.
 The job's status is asked every second at first and then at the display interval, so a short run ends promptly
 and a long one costs two remote calls per interval.  Variables (inventory, group_vars, extra vars or AWX
 survey): kvm_migration_progress (false: no progress lines) and kvm_migration_progress_interval (seconds between
-lines, 1-3600, default 5); the environment variables KVM_MIGRATION_PROGRESS=0 and
-KVM_MIGRATION_PROGRESS_INTERVAL are read when the variables are not set.  When the task is already async (AWX
-users poll the job themselves) or in check mode, the module simply runs as usual."""
+lines, 1-3600, default 5); then the environment variables KVM_MIGRATION_PROGRESS=0 and
+KVM_MIGRATION_PROGRESS_INTERVAL; then ansible.cfg's [kvm_migration] section (progress, progress_interval).
+When the task is already async (AWX users poll the job themselves) or in check mode, the module simply runs as
+usual."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import time
 
+from ansible import constants as C
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -34,17 +37,47 @@ JOB_KEYS = ("ansible_job_id", "finished", "started", "results_file", "stdout", "
             "stderr_lines", "erased")
 
 
-def progress_settings(task_vars, environ):
-    """(enabled, interval) from the variables, else the environment; a bad interval names itself."""
-    enabled = task_vars.get("kvm_migration_progress")
+CONFIG_SECTION = "kvm_migration"
+
+
+def config_file_settings(path):
+    """{"progress": ..., "progress_interval": ...} as far as ansible.cfg's [kvm_migration] section sets them."""
+    if not path:
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        raise ValueError("%s cannot be read for its [%s] section: %s" % (path, CONFIG_SECTION, exc))
+    if not parser.has_section(CONFIG_SECTION):
+        return {}
+    return {k: v for k, v in parser.items(CONFIG_SECTION) if k in ("progress", "progress_interval")}
+
+
+def _first(*sources):
+    """(value, name) of the first source that sets it: each source is (value, name)."""
+    for value, name in sources:
+        if value is not None and value != "":
+            return value, name
+    return None, None
+
+
+def progress_settings(task_vars, environ, config=None):
+    """(enabled, interval) from the variables, else the environment, else ansible.cfg; a bad value names
+    where it was set."""
+    config = config or {}
+    enabled, _where = _first((task_vars.get("kvm_migration_progress"), "kvm_migration_progress"),
+                             (environ.get("KVM_MIGRATION_PROGRESS"), "KVM_MIGRATION_PROGRESS"),
+                             (config.get("progress"), "ansible.cfg [kvm_migration] progress"))
     if enabled is None:
-        enabled = environ.get("KVM_MIGRATION_PROGRESS", "1") != "0"
+        enabled = True
     elif isinstance(enabled, str):
         enabled = enabled.strip().lower() not in ("0", "false", "no", "off")
-    raw = task_vars.get("kvm_migration_progress_interval")
-    name = "kvm_migration_progress_interval"
-    if raw is None or raw == "":
-        raw, name = environ.get("KVM_MIGRATION_PROGRESS_INTERVAL", DEFAULT_INTERVAL), "KVM_MIGRATION_PROGRESS_INTERVAL"
+    raw, name = _first((task_vars.get("kvm_migration_progress_interval"), "kvm_migration_progress_interval"),
+                       (environ.get("KVM_MIGRATION_PROGRESS_INTERVAL"), "KVM_MIGRATION_PROGRESS_INTERVAL"),
+                       (config.get("progress_interval"), "ansible.cfg [kvm_migration] progress_interval"))
+    if raw is None:
+        return bool(enabled), DEFAULT_INTERVAL
     try:
         interval = float(raw)
     except (TypeError, ValueError):
@@ -64,6 +97,9 @@ def poll_delay(elapsed, interval):
 class ProgressAction(ActionBase):
     """Runs the task's module as an async job and prints progress_text() every interval while it runs."""
 
+    # A task the user made async (AWX users poll the job themselves) is handed to Ansible's own async.
+    _supports_async = True
+
     def progress_text(self, host, task_vars):
         """One progress line, or None when there is nothing to show yet."""
         raise NotImplementedError
@@ -72,7 +108,7 @@ class ProgressAction(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         try:
-            enabled, interval = progress_settings(task_vars, os.environ)
+            enabled, interval = progress_settings(task_vars, os.environ, config_file_settings(C.CONFIG_FILE))
         except ValueError as exc:
             result.update(failed=True, msg=str(exc))
             return result

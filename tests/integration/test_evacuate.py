@@ -143,6 +143,11 @@ def test_evacuation_moves_every_guest_within_the_cap_and_a_rerun_is_a_no_op(lab,
     returned = ansible.playbook(PLAYBOOK, back)
     assert not returned.failed, returned.stdout[-3000:]
     assert not marked(lab, SRC)
+    # Within the caps (2 in, 2 out): two batches, each started as jobs that run side by side before any wait.
+    starts = [t["hosts"][SRC]["results"] for t in returned.tasks
+              if "Start moving back" in t["task"]["name"]]
+    assert [len(batch) for batch in starts] == [2, 1], starts
+    assert all(r.get("ansible_job_id") and r.get("started") for batch in starts for r in batch), starts
     for key in ("idle", "dirty"):
         g = guests[key]
         assert where(g) == {SRC: "running"}, where(g)
