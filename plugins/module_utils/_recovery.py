@@ -20,6 +20,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     KvmMigrationError,
     OperationFailed,
     error_text,
+    is_error,
+    libvirt,
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._live import describe_states, failure_hint
@@ -119,12 +121,7 @@ class Recovery:
                     details=dict(details, guest_location="source", kept_on_destination=kept,
                                  state=self._final_state(src, None)))
             if dst is not None:
-                with libvirt_errors("remove the half-made domain %s from the destination" % req.name):
-                    if dst.isActive():
-                        dst.destroy()
-                    if dst.isPersistent():
-                        dst.undefine()
-                cleaned.append("domain %s" % req.name)
+                cleaned.append(self._remove_half_made(dst))
             cleaned += self.stager.rollback()
             self.stager.close()  # also drops a transient pool a restarted libvirtd brought back
             raise OperationFailed(
@@ -161,6 +158,22 @@ class Recovery:
     def _reach_source(self):
         """The source's connection, reopened when it was lost (its libvirtd restarted under the migration)."""
         return self._reach(self.source, self.source_stager)
+
+    def _remove_half_made(self, dst):
+        """Destroy and undefine the incoming domain; one that vanishes meanwhile (a restarted libvirtd or the
+        incoming QEMU's exit removes it on its own) counts as removed."""
+        name = self.request.name
+        with libvirt_errors("remove the half-made domain %s from the destination" % name):
+            try:
+                if dst.isActive():
+                    dst.destroy()
+                if dst.isPersistent():
+                    dst.undefine()
+            except libvirt.libvirtError as exc:
+                if not is_error(exc, "VIR_ERR_NO_DOMAIN"):
+                    raise
+                return "domain %s (gone by itself)" % name
+        return "domain %s" % name
 
     def _destination_domain(self, uuid):
         """(the domain on the destination or None, whether the destination answers, whether its connection had to
