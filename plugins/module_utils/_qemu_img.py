@@ -69,11 +69,15 @@ class QemuImg:
                           "qemu-img measure of %s" % path)
         return int(data["required"])
 
-    def convert(self, src, src_fmt, dst, fmt, backing=None, progress=None, deadline=None, limit="its deadline"):
+    def convert(self, src, src_fmt, dst, fmt, backing=None, progress=None, deadline=None, limit="its deadline",
+                target_exists=False):
         """progress(percent) is called as qemu-img reports it; past deadline (time.monotonic()) qemu-img is
-        killed and OperationFailed names the point it reached and the limit (e.g. "timeout=3600")."""
+        killed and OperationFailed names the point it reached and the limit (e.g. "timeout=3600").  With
+        target_exists dst (a block device) is written as it is, not created."""
         args = ["convert", "-f", src_fmt, "-O", fmt]
-        if fmt == "qcow2":
+        if target_exists:
+            args += ["-n"]
+        elif fmt == "qcow2":
             args += ["-o", "compat=1.1,lazy_refcounts=off"]
         if backing:
             args += ["-B", backing, "-F", "qcow2"]

@@ -91,9 +91,14 @@ def _cpu(root, vm, options):
 def _disks(devices, disks, profile):
     bus = "virtio" if profile == "virtio" else "sata"
     for index, disk in enumerate(disks):
-        element = _sub(devices, "disk", type="file", device="disk")
-        _sub(element, "driver", name="qemu", type=disk["format"], cache="none", discard="unmap")
-        _sub(element, "source", file=disk["volume"])
+        if disk.get("block"):
+            element = _sub(devices, "disk", type="block", device="disk")
+            _sub(element, "driver", name="qemu", type="raw", cache="none", io="native", discard="unmap")
+            _sub(element, "source", dev=disk["volume"])
+        else:
+            element = _sub(devices, "disk", type="file", device="disk")
+            _sub(element, "driver", name="qemu", type=disk["format"], cache="none", discard="unmap")
+            _sub(element, "source", file=disk["volume"])
         _sub(element, "target", dev=disk["target"], bus=bus)
         if index == 0:
             _sub(element, "boot", order="1")
@@ -124,8 +129,8 @@ def _console(devices, name):
 
 
 def domain_xml(name, vm, disks, nics, options, record_xml=None):
-    """The definition as XML text.  disks: [{volume, format, target}] in boot order; nics: [{type network|bridge,
-    source, mac}]; options: domain_type, machine, device_profile, cpu_model."""
+    """The definition as XML text.  disks: [{volume, format, target, block}] in boot order; nics: [{type
+    network|bridge, source, mac}]; options: domain_type, machine, device_profile, cpu_model."""
     profile = options["device_profile"]
     root = ET.Element("domain", {"type": options["domain_type"]})
     _sub(root, "name", name)

@@ -38,6 +38,8 @@ from ansible_collections.kvm.migration.plugins.module_utils._vmware_definition i
 )
 
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
+BLOCK_POOL_TYPES = ("logical",)
+BLOCK_MARKER_DIR = "/var/lib/kvm-migration/imports"  # a volume group has no directory to keep a marker in
 SPACE_RESERVE = 64 * 1024 * 1024  # left free after the import, for the guest's first writes and metadata
 MARKER = ".kvm-migration-import-%s.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
@@ -125,8 +127,9 @@ def _boot_id():
 
 
 class Pool:
-    """The target pool: a directory libvirt manages.  Volumes are written there by qemu-img, then the pool is
-    refreshed so libvirt lists them."""
+    """The target pool.  A file pool (dir, fs, netfs) is a directory: qemu-img writes the volumes there and the pool
+    is refreshed so libvirt lists them.  A block pool (logical: an LVM volume group) gets its volumes from libvirt,
+    sized to the disk, and qemu-img writes raw data into the block device."""
 
     def __init__(self, client, name):
         pool = client.lookup_pool(name)
@@ -138,14 +141,19 @@ class Pool:
                 raise InvalidRequest("pool=%r is not active on %s" % (name, client.uri),
                                      hint="start it (virsh pool-start %s)" % name)
             root = ET.fromstring(pool.XMLDesc(0))
+            uuid = pool.UUIDString()
         self.kind = root.get("type")
-        if self.kind not in FILE_POOL_TYPES:
-            raise InvalidRequest("pool=%r is a %s pool; the import writes image files and needs a dir, fs or netfs "
-                                 "pool" % (name, self.kind))
+        if self.kind not in FILE_POOL_TYPES + BLOCK_POOL_TYPES:
+            raise InvalidRequest("pool=%r is a %s pool; the import writes image files into a dir, fs or netfs pool, "
+                                 "or block volumes into a logical (LVM) pool" % (name, self.kind))
+        self.block = self.kind in BLOCK_POOL_TYPES
         self.name = name
         self.pool = pool
-        self.path = root.findtext("target/path")
+        # LVM names its volumes /dev/VG/LV whatever the pool's target path says
+        self.path = "/dev/" + root.findtext("source/name", "") if self.block else root.findtext("target/path")
+        self.marker_dir = os.path.join(BLOCK_MARKER_DIR, uuid) if self.block else self.path
         self.client = client
+        self._listed = False
 
     def available(self):
         with libvirt_errors("refresh storage pool %s" % self.name):
@@ -157,7 +165,61 @@ class Pool:
             self.pool.refresh(0)
 
     def marker_path(self, name):
-        return os.path.join(self.path, MARKER % name)
+        return os.path.join(self.marker_dir, MARKER % name)
+
+    def has(self, path):
+        if not self.block:
+            return os.path.lexists(path)
+        if not self._listed:  # LVs made since libvirt last looked, by lvcreate or another host of a shared VG
+            self.refresh()
+            self._listed = True
+        return self._volume(path) is not None
+
+    def _volume(self, path):
+        try:
+            return self.pool.storageVolLookupByName(os.path.basename(path))
+        except Exception as exc:
+            if is_error(exc, "VIR_ERR_NO_STORAGE_VOL"):
+                return None
+            with libvirt_errors("look up volume %s in pool %s" % (os.path.basename(path), self.name)):
+                raise
+
+    def create_volume(self, path, size):
+        """A block volume of at least size bytes at path (LVM rounds up to its extent size)."""
+        xml = ("<volume><name>%s</name><capacity unit='bytes'>%d</capacity><allocation unit='bytes'>%d</allocation>"
+               "</volume>" % (os.path.basename(path), size, size))
+        with libvirt_errors("create volume %s of %d MiB in pool %s" % (os.path.basename(path), size >> 20, self.name)):
+            made = self.pool.createXML(xml, 0).path()
+        if made != path:
+            self.remove([made])
+            raise OperationFailed("pool %s made volume %s at %s, not at %s as planned; it was removed"
+                                  % (self.name, os.path.basename(path), made, path))
+
+    def remove(self, paths):
+        """Removes the volumes (and, in a file pool, the files) of paths; returns those that were there."""
+        if not self.block:
+            return remove_files(paths)
+        removed = []
+        for path in paths:
+            volume = self._volume(path)
+            if volume is None:
+                continue
+            with libvirt_errors("delete volume %s in pool %s" % (os.path.basename(path), self.name)):
+                volume.delete(0)
+            removed.append(path)
+        return removed
+
+    def prepare_marker_dir(self):
+        if self.block:
+            os.makedirs(self.marker_dir, mode=0o700, exist_ok=True)
+
+    def drop_marker(self, marker):
+        remove_files([marker])
+        if self.block:
+            try:
+                os.rmdir(self.marker_dir)
+            except OSError:
+                pass  # another import's marker is there
 
 
 def pending_cleanup(pool, name, domain_has_record):
@@ -177,7 +239,7 @@ def pending_cleanup(pool, name, domain_has_record):
         return marker, []
     prefix = os.path.join(pool.path, name + "-disk")
     files = [p for p in data.get("files", []) if isinstance(p, str) and p.startswith(prefix) and "/" not in
-             p[len(pool.path) + 1:] and os.path.lexists(p)]
+             p[len(pool.path) + 1:] and pool.has(p)]
     return marker, files
 
 
@@ -192,6 +254,18 @@ def remove_files(paths):
     return removed
 
 
+def zero_tail(path, size):
+    """Zeroes what lies past size in the device at path (what the volume had before)."""
+    chunk = b"\0" * (1 << 20)
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(size)
+        while f.tell() < end:
+            f.write(chunk[:end - f.tell()])
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def resolve_disk_path(vmx_dir, file_name, key):
     """A disk the .vmx names, inside the .vmx's directory.  ESXi names disks on other datastores by an absolute
     /vmfs/volumes/... path; such a disk is looked for by its file name next to the .vmx."""
@@ -203,8 +277,9 @@ def resolve_disk_path(vmx_dir, file_name, key):
     return os.path.join(vmx_dir, base), base != file_name
 
 
-def plan_disks(vmx_dir, vm, qemu_img, fmt, delta_chain):
-    """Per disk: its layers (top first), the files it is made of, its size and the space its copy needs."""
+def plan_disks(vmx_dir, vm, qemu_img, fmt, delta_chain, block=False):
+    """Per disk: its layers (top first), the files it is made of, its size and the space its copy needs (a block
+    volume is allocated in full)."""
     disks, seen = [], set()
     for disk in vm["disks"]:
         key = "%s.fileName" % disk["unit"]
@@ -217,18 +292,22 @@ def plan_disks(vmx_dir, vm, qemu_img, fmt, delta_chain):
         for layer in chain:
             qemu_img.check_source(layer["path"], "vmdk")
         layers = chain if delta_chain == "keep" else chain[:1]
-        needed = qemu_img.measure(path, "vmdk", "qcow2") if delta_chain == "consolidate" else \
-            sum(os.stat(f).st_size for layer in chain for f in layer["files"])
+        if block:
+            needed = info["virtual-size"]
+        elif delta_chain == "consolidate":
+            needed = qemu_img.measure(path, "vmdk", "qcow2")
+        else:
+            needed = sum(os.stat(f).st_size for layer in chain for f in layer["files"])
         disks.append({"unit": disk["unit"], "source": path, "by_basename": by_basename,
                       "create_type": chain[0]["create_type"], "chain": [layer["path"] for layer in chain],
                       "files": [f for layer in chain for f in layer["files"]], "virtual_size": info["virtual-size"],
-                      "needed": needed, "format": fmt, "layers": len(layers)})
+                      "needed": needed, "format": fmt, "layers": len(layers), "block": block})
     return disks
 
 
-def volume_names(name, index, layers, fmt):
-    """Final volume paths of one disk, base first; the top layer's is the one the domain uses."""
-    top = "%s-disk%d.%s" % (name, index, fmt)
+def volume_names(name, index, layers, fmt, block=False):
+    """Final volume names of one disk, base first; the top layer's is the one the domain uses."""
+    top = "%s-disk%d" % (name, index) if block else "%s-disk%d.%s" % (name, index, fmt)
     return ["%s-disk%d-snap%d.qcow2" % (name, index, n) for n in range(layers - 1)] + [top]
 
 
@@ -284,6 +363,19 @@ def check_host(client, options, vm):
                              "QEMU", hint="install OVMF (ovmf on Debian, edk2-ovmf on RHEL/Fedora)")
 
 
+def check_pool_fits(pool, params):
+    if not pool.block:
+        return
+    if params["format"] != "raw":
+        raise InvalidRequest("pool=%r is a logical (LVM) pool: its volumes are block devices, which hold raw data, so "
+                             "format=%s cannot be written there" % (pool.name, params["format"]),
+                             hint="set format=raw")
+    if params["converter"] != "qemu-img":
+        raise InvalidRequest("converter=%s writes image files; pool=%r is a logical (LVM) pool"
+                             % (params["converter"], pool.name),
+                             hint="use converter=qemu-img, or a dir pool for virt-v2v")
+
+
 def resolve_profile(requested, vm):
     """virtio unless the guest may lack its drivers; 'auto' decides from the guest OS."""
     if requested != "auto":
@@ -320,18 +412,19 @@ class Importer:
 
     def plan(self, vm, pool, name):
         params = self.params
+        check_pool_fits(pool, params)
         vmx_dir = os.path.dirname(params["vmx"])
         options = {"domain_type": params["domain_type"], "machine": params["machine"],
                    "cpu_model": params["cpu_model"]}
         check_host(self.client, options, vm)
         profile, warnings = resolve_profile(params["device_profile"], vm)
         options["device_profile"] = profile
-        disks = plan_disks(vmx_dir, vm, self.qemu_img, params["format"], params["delta_chain"])
+        disks = plan_disks(vmx_dir, vm, self.qemu_img, params["format"], params["delta_chain"], pool.block)
         nics, net_warnings = map_networks(vm, params["networks"] or [], self.client)
         targets = disk_targets(profile, len(disks))
         for index, disk in enumerate(disks):
             disk["volumes"] = [os.path.join(pool.path, v)
-                               for v in volume_names(name, index, disk["layers"], disk["format"])]
+                               for v in volume_names(name, index, disk["layers"], disk["format"], pool.block)]
             disk["volume"] = disk["volumes"][-1]
             disk["target"] = targets[index]
             if disk["by_basename"]:
@@ -340,14 +433,14 @@ class Importer:
         if vm["firmware"] == "efi":
             warnings.append("the VM boots with UEFI; VMware's boot entries (.nvram) are not carried over, so the "
                             "firmware boots \\EFI\\BOOT\\BOOTX64.EFI unless a boot entry is added")
-        xml = domain_xml(name, vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"]}
+        xml = domain_xml(name, vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"], "block": d["block"]}
                                     for d in disks], nics, options)
         return {"name": name, "disks": disks, "nics": nics, "device_profile": profile, "xml": xml,
                 "warnings": vm["warnings"] + warnings + net_warnings, "options": options,
                 "needed": sum(d["needed"] for d in disks), "uuid_bios": vm["uuid_bios"]}
 
     def check_room(self, plan, pool, cleanup_files):
-        taken = [v for d in plan["disks"] for v in d["volumes"] if os.path.lexists(v) and v not in cleanup_files]
+        taken = [v for d in plan["disks"] for v in d["volumes"] if pool.has(v) and v not in cleanup_files]
         if taken:
             raise InvalidRequest("pool %s already has %s, which this import did not make; refusing to overwrite"
                                  % (pool.name, ", ".join(taken)),
@@ -368,7 +461,8 @@ class Importer:
     def run(self, vm, plan, pool):
         """Convert, check, compare, define.  Returns the source fingerprints."""
         marker = pool.marker_path(plan["name"])
-        made = [p for d in plan["disks"] for v in d["volumes"] for p in (v, v + ".part")]
+        made = [p for d in plan["disks"] for v in d["volumes"] for p in ((v,) if pool.block else (v, v + ".part"))]
+        pool.prepare_marker_dir()
         with open(marker, "w") as f:
             json.dump({"name": plan["name"], "files": made, "pid": os.getpid(), "boot_id": _boot_id(),
                        "started": int(time.time())}, f)
@@ -378,27 +472,30 @@ class Importer:
         try:
             files = [fingerprint(self.params["vmx"])] + [fingerprint(p) for d in plan["disks"] for p in d["files"]]
             for index, disk in enumerate(plan["disks"]):
-                self._convert(disk, index, progress, deadline)
+                if pool.block:
+                    self._convert_to_block(disk, index, pool, progress, deadline)
+                else:
+                    self._convert(disk, index, progress, deadline)
             changed = source_changes(files)
             if changed:
                 raise OperationFailed("the source changed while it was imported: %s" % "; ".join(changed),
                                       hint="power the VM off in VMware (or copy its files again) and re-run")
             record = import_record_xml(self.params["vmx"], files, [v for d in plan["disks"] for v in d["volumes"]])
-            xml = domain_xml(plan["name"], vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"]}
+            xml = domain_xml(plan["name"], vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"], "block": d["block"]}
                                                 for d in plan["disks"]], plan["nics"], plan["options"], record)
             dom = self.client.define_domain(xml)
             pool.refresh()
         except BaseException as exc:
             if dom is not None:
                 self._undefine(dom)
-            remove_files(made)
-            remove_files([marker])
+            pool.remove(made)
+            pool.drop_marker(marker)
             if isinstance(exc, (InvalidRequest, OperationFailed)):
                 exc.append("Nothing of the import was left on the host")
             raise
         finally:
             progress.close()
-        remove_files([marker])
+        pool.drop_marker(marker)
         return dom, files
 
     def _convert(self, disk, index, progress, deadline):
@@ -417,6 +514,17 @@ class Importer:
                 self.qemu_img.compare(disk["source"], "vmdk", part, fmt)
             os.rename(part, volume)
             backing = volume
+
+    def _convert_to_block(self, disk, index, pool, progress, deadline):
+        """Into a volume of the disk's size: written in place (a block device cannot be renamed; the marker names
+        it until the domain records it), the rounded-up tail zeroed so the compare sees the guest's bytes only."""
+        self.log("converting %s -> %s" % (disk["source"], disk["volume"]))
+        pool.create_volume(disk["volume"], disk["virtual_size"])
+        progress.start_disk(index, disk["source"], disk["volume"], disk["virtual_size"])
+        self.qemu_img.convert(disk["source"], "vmdk", disk["volume"], "raw", progress=progress.update,
+                              deadline=deadline, limit="timeout=%s s" % self.params.get("timeout"), target_exists=True)
+        zero_tail(disk["volume"], disk["virtual_size"])
+        self.qemu_img.compare(disk["source"], "vmdk", disk["volume"], "raw")
 
     @staticmethod
     def _undefine(dom):

@@ -69,11 +69,20 @@ options:
     default: present
     choices: [present, absent]
   pool:
-    description: The libvirt storage pool (type dir, fs or netfs) the volumes are written to.
+    description:
+      - The libvirt storage pool the volumes are written to - a file pool (type dir, fs or netfs), or a block pool
+        (type logical, an LVM volume group).
+      - In a logical pool each disk gets a logical volume C(NAME-diskN) of the disk's virtual size (allocated in
+        full), made through libvirt; C(qemu-img convert -n) writes the raw data into it, the part past the disk's
+        size that LVM rounds up to is zeroed, and the volume is compared with the source. The domain uses it as
+        a C(type=block) disk. A logical pool needs O(format=raw) and O(converter=qemu-img); the marker of a run
+        in progress is kept in C(/var/lib/kvm-migration/imports/POOL-UUID/).
     type: str
     default: default
   format:
-    description: Volume format - V(qcow2) stays thin, V(raw) as the seed wiki does (sparse where the file system allows).
+    description:
+      - Volume format - V(qcow2) stays thin, V(raw) as the seed wiki does (sparse where the file system allows).
+      - A logical (block) pool takes V(raw) only.
     type: str
     default: qcow2
     choices: [qcow2, raw]
@@ -180,6 +189,14 @@ EXAMPLES = r"""
   check_mode: true
   register: plan
 
+- name: Into logical volumes of the LVM volume group behind pool vg_guests
+  kvm.migration.vmware_import:
+    vmx: /srv/datastore1/db01/db01.vmx
+    pool: vg_guests
+    format: raw
+    networks:
+      - {vmware: "*", bridge: br0}
+
 - name: A Windows guest, drivers injected by virt-v2v
   kvm.migration.vmware_import:
     vmx: /srv/datastore1/win2022/win2022.vmx
@@ -264,7 +281,6 @@ from ansible_collections.kvm.migration.plugins.module_utils._vmware_import impor
     domain_name,
     pending_cleanup,
     read_import_record,
-    remove_files,
     source_changes,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._vmware_v2v import run_virt_v2v
@@ -310,14 +326,16 @@ def _absent(module, client, pool, name):
     if changed and not module.check_mode:
         if dom is not None:
             Importer._undefine(dom)
-        removed = remove_files(volumes)
-        remove_files(leftovers + ([marker] if marker else []))
+        removed = pool.remove(volumes)
+        pool.remove(leftovers)
+        if marker:
+            pool.drop_marker(marker)
         pool.refresh()
     module.exit_json(changed=changed, name=name, state="absent", removed=removed if not module.check_mode else volumes,
                      cleaned_up=leftovers)
 
 
-def _existing(module, client, dom, record, vm, name, marker):
+def _existing(module, pool, dom, record, vm, name, marker):
     p = module.params
     if record["vmx"] != p["vmx"]:
         raise InvalidRequest("domain %s was imported from %s, not from %s" % (name, record["vmx"], p["vmx"]),
@@ -333,7 +351,7 @@ def _existing(module, client, dom, record, vm, name, marker):
                               hint="remove it with state=absent and import it again")
     changed = False
     if marker and not module.check_mode:
-        remove_files([marker])
+        pool.drop_marker(marker)
     if p["start"] and _state(dom) != "running":
         changed = True
         if not module.check_mode:
@@ -366,7 +384,7 @@ def run_module(module):
                              (name, client.uri), hint="choose another name")
     marker, leftovers = pending_cleanup(pool, name, record is not None)
     if record is not None:
-        _existing(module, client, dom, record, vm, name, marker)
+        _existing(module, pool, dom, record, vm, name, marker)
         return
     plan = importer.plan(vm, pool, name)
     available = importer.check_room(plan, pool, leftovers)
@@ -383,7 +401,9 @@ def run_module(module):
     if module.check_mode:
         module.exit_json(state="absent", **result)
         return
-    remove_files(leftovers + ([marker] if marker else []))
+    pool.remove(leftovers)
+    if marker:
+        pool.drop_marker(marker)
     remove_progress(progress_path(p["vmx"]))  # a killed run's, so the controller shows no stale line
     if p["converter"] == "virt-v2v":
         dom = run_virt_v2v(module, client, pool, plan)
