@@ -13,20 +13,16 @@ be bounded by a deadline: qemu-img is then killed and the caller removes what it
 from __future__ import annotations
 
 import json
-import os
 import re
-import selectors
-import subprocess
-import time
 
 from ansible_collections.kvm.migration.plugins.module_utils._errors import InvalidRequest, OperationFailed
+from ansible_collections.kvm.migration.plugins.module_utils._watched_process import run_watched
 
 # qemu-img check: 0 clean, 1 check not completed, 2 corruptions, 3 leaked clusters only, 63 format cannot check
 CHECK_LEAKS_ONLY = 3
 CHECK_UNSUPPORTED = 63
 # qemu-img -p writes "    (12.50/100%)\r" to stdout
 _PERCENT = re.compile(rb"\((\d{1,3}(?:\.\d+)?)/100%\)")
-_ERROR_TAIL = 4096
 
 
 class QemuImg:
@@ -92,34 +88,21 @@ class QemuImg:
     @staticmethod
     def _watched(argv, progress, deadline, what, limit):
         """Run argv, passing each percent it prints to progress, killing it past the deadline."""
-        percent, err = 0.0, b""
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc, \
-                selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            selector.register(proc.stderr, selectors.EVENT_READ)
-            try:
-                while selector.get_map():
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise OperationFailed("%s was stopped at %.0f%%: %s ran out" % (what, percent, limit),
-                                              hint="give it more time, or copy the source to faster local "
-                                                   "storage first")
-                    for key, _events in selector.select(timeout=1.0):
-                        chunk = os.read(key.fd, 65536)
-                        if not chunk:
-                            selector.unregister(key.fileobj)
-                        elif key.fileobj is proc.stderr:
-                            err = (err + chunk)[-_ERROR_TAIL:]
-                        else:
-                            found = _PERCENT.findall(chunk)
-                            if found:
-                                percent = min(100.0, float(found[-1]))
-                                if progress is not None:
-                                    progress(percent)
-            except BaseException:
-                proc.kill()
-                raise
-            rc = proc.wait()
-        return rc, "", err.decode("utf-8", errors="replace")
+        reached = [0.0]
+
+        def on_output(chunk, is_stderr):
+            found = None if is_stderr else _PERCENT.findall(chunk)
+            if found:
+                reached[0] = min(100.0, float(found[-1]))
+                if progress is not None:
+                    progress(reached[0])
+
+        def stopped():
+            return OperationFailed("%s was stopped at %.0f%%: %s ran out" % (what, reached[0], limit),
+                                   hint="give it more time, or copy the source to faster local storage first")
+
+        rc, err = run_watched(argv, on_output, deadline, stopped)
+        return rc, "", err
 
     def check(self, path, fmt):
         if fmt != "qcow2":

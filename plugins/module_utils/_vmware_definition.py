@@ -176,16 +176,18 @@ def domain_xml(name, vm, disks, nics, options, record_xml=None):
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def import_record_xml(vmx_path, files, volumes):
+def import_record_xml(vmx_path, files, volumes, for_set_metadata=False):
     """What the definition records of its source: every source file's size, mtime and sha256, and the volumes
-    the import made (the only files state=absent deletes)."""
-    root = ET.Element("{%s}import" % IMPORT_RECORD_NS, {"vmx": vmx_path, "at": str(int(time.time()))})
+    the import made (the only files state=absent deletes).  for_set_metadata: without the namespace, which
+    virDomainSetMetadata adds itself (it fails on an element that declares it)."""
+    ns = "" if for_set_metadata else "{%s}" % IMPORT_RECORD_NS
+    root = ET.Element(ns + "import", {"vmx": vmx_path, "at": str(int(time.time()))})
     for item in files:
-        ET.SubElement(root, "{%s}file" % IMPORT_RECORD_NS, {
+        ET.SubElement(root, ns + "file", {
             "path": item["path"], "size": str(item["size"]), "mtime_ns": str(item["mtime_ns"]),
             "sha256": item["sha256"]})
     for volume in volumes:
-        ET.SubElement(root, "{%s}volume" % IMPORT_RECORD_NS, {"path": volume})
+        ET.SubElement(root, ns + "volume", {"path": volume})
     ET.register_namespace(IMPORT_RECORD_PREFIX, IMPORT_RECORD_NS)
     return ET.tostring(root, encoding="unicode")
 

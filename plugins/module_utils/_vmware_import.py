@@ -237,10 +237,20 @@ def pending_cleanup(pool, name, domain_has_record):
                              hint="wait for it; if it hangs, stop it, and the next run cleans up after it")
     if domain_has_record:
         return marker, []
-    prefix = os.path.join(pool.path, name + "-disk")
-    files = [p for p in data.get("files", []) if isinstance(p, str) and p.startswith(prefix) and "/" not in
-             p[len(pool.path) + 1:] and pool.has(p)]
+    made_here = re.compile(r"^%s-(disk\d+|sd[a-z]+)" % re.escape(name))  # this module's volumes, virt-v2v's files
+    files = [p for p in data.get("files", []) if isinstance(p, str) and os.path.dirname(p) == pool.path.rstrip("/")
+             and made_here.match(os.path.basename(p)) and pool.has(p)]
     return marker, files
+
+
+def write_marker(pool, name, files):
+    """Names what this run is about to make, for the next run should this one be killed."""
+    marker = pool.marker_path(name)
+    pool.prepare_marker_dir()
+    with open(marker, "w") as f:
+        json.dump({"name": name, "files": files, "pid": os.getpid(), "boot_id": _boot_id(),
+                   "started": int(time.time())}, f)
+    return marker
 
 
 def remove_files(paths):
@@ -460,12 +470,8 @@ class Importer:
 
     def run(self, vm, plan, pool):
         """Convert, check, compare, define.  Returns the source fingerprints."""
-        marker = pool.marker_path(plan["name"])
         made = [p for d in plan["disks"] for v in d["volumes"] for p in ((v,) if pool.block else (v, v + ".part"))]
-        pool.prepare_marker_dir()
-        with open(marker, "w") as f:
-            json.dump({"name": plan["name"], "files": made, "pid": os.getpid(), "boot_id": _boot_id(),
-                       "started": int(time.time())}, f)
+        marker = write_marker(pool, plan["name"], made)
         dom = None
         progress = ProgressFile(self.params["vmx"], plan["name"], len(plan["disks"]))
         deadline = time.monotonic() + self.params["timeout"] if self.params.get("timeout") else None

@@ -35,7 +35,9 @@ description:
     the next run removes what it names first.
   - With O(converter=virt-v2v) the conversion is handed to C(virt-v2v -i vmx), which also installs virtio
     drivers into the guest (Windows included) and fixes its boot configuration; the module then adds its
-    import record to the domain virt-v2v defined. virt-v2v must be installed on the host.
+    import record to the domain virt-v2v defined. virt-v2v must be installed on the host. Its progress
+    (C(Copying disk N/M) and the percent it prints) feeds the same progress line, and its files
+    (C(NAME-sda), ...) are named in the marker while it runs.
   - A conversion runs at the speed of the datastore copy, so the action plugin runs the module as an async job
     and prints a progress line (disk, percent, size, rate) labelled with the host every few seconds, read from
     a small file the module keeps under C(/run/kvm-migration) while it converts and removes at the end. The
@@ -144,8 +146,8 @@ options:
   timeout:
     description:
       - Seconds the disk conversions may take in all, 0 to 172800; V(0) means no limit.
-      - When it runs out, C(qemu-img) is stopped, everything the run made is removed, and the failure names
-        the disk and the percent reached. It bounds the C(qemu-img) path; V(virt-v2v) runs to its end.
+      - When it runs out, C(qemu-img) (or C(virt-v2v) with the processes it started) is stopped, everything the
+        run made is removed, and the failure names the disk and the percent reached.
     type: int
     default: 0
 attributes:
