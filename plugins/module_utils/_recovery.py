@@ -33,6 +33,17 @@ RECONNECT_SECONDS = 60
 FULL_BELOW_BYTES = 1024 ** 2
 
 
+def cleanup_hint(left, name):
+    """What to do when the guest stayed on the source but not all of this run's leftovers could be removed."""
+    steps = []
+    if any(what == "domain" for what, _why in left):
+        steps.append("on the destination, remove the half-made incoming domain (it is not the guest, which runs on "
+                     "the source): virsh destroy %s; virsh undefine %s" % (name, name))
+    steps.append("run the same task again: it finds this run's remaining volumes in its journal on the destination "
+                 "and removes them before it migrates")
+    return "; then ".join(steps)
+
+
 class Recovery:
     """Find the guest after a failure, clean up, and verify an arrival.
 
@@ -109,7 +120,6 @@ class Recovery:
             if state_name(src) == "paused" and not was_paused:
                 with libvirt_errors("resume %s on the source after the failed migration" % req.name):
                     src.resume()
-            cleaned = []
             if not dest_reachable:
                 kept = list(self.stager.created)
                 raise OperationFailed(
@@ -120,10 +130,17 @@ class Recovery:
                          "run's leftovers (its journal) and migrates",
                     details=dict(details, guest_location="source", kept_on_destination=kept,
                                  state=self._final_state(src, None)))
-            if dst is not None:
-                cleaned.append(self._remove_half_made(dst))
-            cleaned += self.stager.rollback()
-            self.stager.close()  # also drops a transient pool a restarted libvirtd brought back
+            cleaned, left = self._clean_destination(dst)
+            if left:
+                raise OperationFailed(
+                    "Migration of %s to %s failed: %s. The guest keeps running on the source; removed from the "
+                    "destination: %s; left there: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing",
+                                                         "; ".join(message for _what, message in left)),
+                    hint=cleanup_hint(left, req.name),
+                    details=dict(details, guest_location="source", removed_from_destination=cleaned,
+                                 kept_on_destination=[p for p in self.stager.created if p not in cleaned],
+                                 cleanup_failed=[message for _what, message in left],
+                                 state=self._final_state(src, self._destination_domain(uuid)[0])))
             raise OperationFailed(
                 "Migration of %s to %s failed: %s. The guest keeps running on the source; "
                 "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
@@ -158,6 +175,22 @@ class Recovery:
     def _reach_source(self):
         """The source's connection, reopened when it was lost (its libvirtd restarted under the migration)."""
         return self._reach(self.source, self.source_stager)
+
+    def _clean_destination(self, dst):
+        """Remove what this run made on the destination: (what was removed, [(what, why) could not be]).  A
+        failure here never hides where the guest runs."""
+        cleaned, left = [], []
+        if dst is not None:
+            try:
+                cleaned.append(self._remove_half_made(dst))
+            except KvmMigrationError as exc:
+                left.append(("domain", exc.msg))
+        try:
+            cleaned += self.stager.rollback()
+        except KvmMigrationError as exc:
+            left.append(("volumes", exc.msg))
+        self.stager.close()  # also drops a transient pool a restarted libvirtd brought back
+        return cleaned, left
 
     def _remove_half_made(self, dst):
         """Destroy and undefine the incoming domain; one that vanishes meanwhile (a restarted libvirtd or the

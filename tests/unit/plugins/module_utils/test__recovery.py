@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvm.migration.plugins.module_utils._errors import ConnectionFailed
-from ansible_collections.kvm.migration.plugins.module_utils._recovery import Recovery
+from ansible_collections.kvm.migration.plugins.module_utils._errors import ConnectionFailed, OperationFailed
+from ansible_collections.kvm.migration.plugins.module_utils._recovery import Recovery, cleanup_hint
 
 
 class ClosedOnce:
@@ -102,3 +102,51 @@ def test_a_half_made_domain_that_vanished_meanwhile_counts_as_removed():
     other.destroy()
     other.undefine()
     assert r._remove_half_made(stale) == "domain halfmade (gone by itself)"
+
+
+class RollbackStager:
+    def __init__(self, created, fails=None):
+        self.created = list(created)
+        self.fails = fails
+        self.closed = False
+
+    def rollback(self):
+        if self.fails:
+            raise OperationFailed(self.fails)
+        removed, self.created = self.created, []
+        return removed
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_half_made_domain_that_cannot_be_removed_is_reported_and_the_volumes_still_go():
+    """libvirt refuses to undefine a domain with snapshots (a real refusal of the test driver's own code) - a
+    failure other than "gone" must not escape the recovery: the caller still says where the guest runs."""
+    libvirt = pytest.importorskip("libvirt")
+    conn = libvirt.open("test:///default")
+    r = Recovery()
+    r.request = Request()
+    r.stager = RollbackStager(["/images/halfmade.qcow2"])
+    dom = conn.defineXML(DOMAIN_XML % Request.name)
+    dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
+
+    cleaned, left = r._clean_destination(dom)
+
+    assert cleaned == ["/images/halfmade.qcow2"] and r.stager.closed
+    assert [what for what, _why in left] == ["domain"] and "snapshot" in left[0][1]
+    hint = cleanup_hint(left, Request.name)
+    assert "virsh destroy halfmade; virsh undefine halfmade" in hint and "journal" in hint
+
+
+def test_volumes_that_cannot_be_deleted_are_reported_after_the_domain_went():
+    libvirt = pytest.importorskip("libvirt")
+    conn = libvirt.open("test:///default")
+    r = Recovery()
+    r.request = Request()
+    r.stager = RollbackStager(["/images/halfmade.qcow2"], fails="Failed to delete partial volume /images/halfmade.qcow2")
+
+    cleaned, left = r._clean_destination(half_made(conn, Request.name))
+
+    assert cleaned == ["domain halfmade"] and left == [("volumes", "Failed to delete partial volume /images/halfmade.qcow2")]
+    assert "virsh undefine" not in cleanup_hint(left, Request.name)
