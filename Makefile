@@ -32,7 +32,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 APT_PACKAGES := systemd-container debootstrap apt-cacher-ng qemu-utils busybox-static cpio xz-utils zstd \
 	gcc libc6-dev pkg-config libvirt-dev python3-venv iproute2 openssh-client rsync git \
-	syslinux syslinux-common mtools dosfstools
+	syslinux syslinux-common mtools dosfstools binutils systemd-boot-efi ovmf
 
 .PHONY: help deps apt venv collections install demo test unit sanity lint integration molecule bench bench-offline bench-evacuation \
 	lab-up lab-down lab-status clean

@@ -49,6 +49,8 @@ def datastore(lab):
     vmware.esxi_vmfs(raw, folder("esxi", display_name="TB web 01", mac=MAC) / "tb.vmdk")
     for subformat in vmware.SUBFORMATS:
         vmware.to_vmdk(raw, folder(subformat) / "tb.vmdk", subformat)
+    efi = vmware.efi_bootable_disk(art, root / "disk-efi.raw", tbguest.kernel_cmdline())
+    vmware.to_vmdk(efi, folder("efi", display_name="TB efi", firmware="efi") / "tb.vmdk", "monolithicSparse")
     d = folder("delta", disk="tb-000001.vmdk")
     vmware.to_vmdk(raw, d / "tb.vmdk", "monolithicSparse")
     vmware.delta(d / "tb.vmdk", d / "tb-000001.vmdk", DELTA_WRITES)
@@ -67,6 +69,22 @@ def import_hosts(lab):
                   f"umount /srv/small; true", check=False)
     for host in (SRC, DST):
         lab.exec(host, "virsh -q net-destroy default", check=False)
+
+
+@pytest.fixture
+def ovmf_on_source(lab):
+    """OVMF on hv-a, from the controller's ovmf package (the lab's hosts have none), with libvirtd restarted so
+    its domain capabilities, which it caches, list UEFI; removed afterwards, as are the VARS files made."""
+    root = lab.host(SRC).root
+    for path in vmware.OVMF_FILES:
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    lab.exec(SRC, "systemctl restart libvirtd && for i in $(seq 30); do virsh -q domcapabilities --virttype qemu "
+                  "--machine q35 2>/dev/null | grep -q '<value>efi</value>' && exit 0; sleep 1; done; exit 1")
+    yield
+    lab.exec(SRC, "rm -f " + " ".join(vmware.OVMF_FILES) + " && systemctl restart libvirtd && "
+                  "for i in $(seq 30); do virsh -q version >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
 
 
 @pytest.fixture
@@ -166,6 +184,33 @@ def test_import_an_esxi_vm_boot_it_with_virtio_and_live_migrate_it(lab, ansible,
     proof = vm.proof([SRC, DST])
     assert proof["problems"] == [] and len(proof["boot_ids"]) == 1, proof
     assert payload_intact(volume_bytes(lab, DST, vm.disk_path))
+
+
+@pytest.mark.usefixtures("import_hosts", "ovmf_on_source")
+def test_a_uefi_vm_gets_ovmf_and_boots_from_its_efi_system_partition(lab, ansible, datastore, imported):
+    """firmware = "efi": the definition asks libvirt for UEFI, OVMF finds the removable-media boot file on the
+    converted disk (no boot entry: VMware's .nvram is not carried over, as the warning says), and only that
+    file carries EFI_BOOT_MARK on its command line."""
+    vm = imported("tb-efi")
+    before = snapshot(lab)
+    run = ansible.module(SRC, MODULE, import_args("efi", name=vm.name, start=True))
+    assert not run.failed, run.stdout[-3000:]
+    done = run.task("probe")
+    assert done["state"] == "running"
+    assert any("boots with UEFI" in w and "BOOTX64.EFI" in w for w in done["warnings"]), done["warnings"]
+    vm.wait_ticks(SRC, 2, timeout=300)
+    console = vm.console(SRC)
+    assert f"TB-CMDLINE {tbguest.kernel_cmdline()} {vmware.EFI_BOOT_MARK}" in console, console[-2000:]
+    assert "TB-DEV disk vda virtio_blk" in console, console[-2000:]
+    live = lab.exec(SRC, ["virsh", "dumpxml", vm.name]).stdout
+    assert "OVMF_CODE_4M.fd" in live and "<nvram" in live, live
+    assert payload_intact(volume_bytes(lab, SRC, vm.disk_path))
+
+    lab.exec(SRC, ["virsh", "destroy", vm.name])
+    run = ansible.module(SRC, MODULE, import_args("efi", name=vm.name, state="absent"))
+    assert not run.failed and run.task("probe")["changed"] is True, run.stdout[-3000:]
+    assert lab.exec(SRC, f"ls /var/lib/libvirt/qemu/nvram/ | grep -c {vm.name}", check=False).stdout.strip() == "0"
+    assert snapshot(lab) == before
 
 
 @pytest.mark.usefixtures("import_hosts")

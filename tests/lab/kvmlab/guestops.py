@@ -107,7 +107,7 @@ class LabGuest:
         files = " ".join(shlex.quote(f) for f in (self.disk_path, self.template) if f)
         for h in self.lab.hosts:
             self.lab.exec(h.name, f"virsh -q destroy {self.name} >/dev/null 2>&1; "
-                                  f"virsh -q undefine {self.name} >/dev/null 2>&1; "
+                                  f"virsh -q undefine --nvram {self.name} >/dev/null 2>&1; "
                                   f"rm -f {files} {self.console_path} /root/{self.name}.xml", check=False)
 
     # ------------------------------------------------------------ observation

@@ -6,7 +6,10 @@ The disk's first 64 MiB are left to the guest's tick records (from 1 MiB on, see
 starts at 64 MiB.  A data region at PAYLOAD_OFFSET holds a known pattern, so a test can prove every byte of the
 source disk survived the conversion and the migration after it.
 
-Standard library plus qemu-img, mkfs.vfat, syslinux and mtools on the controller."""
+A UEFI variant has an EFI system partition with a unified kernel image (systemd's EFI stub) as the removable
+media boot file, which OVMF starts without a boot entry, as after an import that did not carry VMware's .nvram.
+
+Standard library plus qemu-img, mkfs.vfat, syslinux, mtools, objcopy and systemd-boot-efi on the controller."""
 
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ PAYLOAD_OFFSET = 40 * 1024 * 1024  # inside the record area's tail, far above an
 PAYLOAD_BYTES = 2 * 1024 * 1024
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 BOOT_MARK = "tb.boot=vmdk"
+EFI_BOOT_MARK = "tb.boot=vmdk-efi"
+EFI_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")  # systemd-boot-efi
+# OVMF (the controller's ovmf package) and the descriptors libvirt picks UEFI firmware by
+OVMF_FILES = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
+              "/usr/share/qemu/firmware/60-edk2-x86_64.json")
 SUBFORMATS = ("monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized")
 
 
@@ -47,11 +55,8 @@ def payload() -> bytes:
 
 def bootable_disk(art: GuestArtifacts, out: Path, cmdline: str) -> Path:
     """A raw BIOS-bootable disk image of DISK_MIB MiB that boots the lab guest with `cmdline` (plus BOOT_MARK)."""
-    fat_sectors = (DISK_MIB - PARTITION_START_MIB) * 2048
-    start = PARTITION_START_MIB * 2048
     with tempfile.TemporaryDirectory(prefix="kvmlab-vmdk-") as tmp:
-        fat = Path(tmp) / "fat.img"
-        _run(["mkfs.vfat", "-F", "16", "-n", "TBBOOT", "-h", str(start), "-C", fat, str(fat_sectors // 2)])
+        fat = _fat(Path(tmp) / "fat.img", "TBBOOT")
         cfg = Path(tmp) / "syslinux.cfg"
         cfg.write_text(f"SERIAL 0 115200\nDEFAULT tb\nPROMPT 0\nTIMEOUT 0\nLABEL tb\n  LINUX vmlinuz\n"
                        f"  INITRD initrd.img\n  APPEND {cmdline} {BOOT_MARK}\n")
@@ -59,21 +64,66 @@ def bootable_disk(art: GuestArtifacts, out: Path, cmdline: str) -> Path:
         _run(["mcopy", "-i", fat, art.kernel, "::vmlinuz"])
         _run(["mcopy", "-i", fat, art.initrd, "::initrd.img"])
         _run(["mcopy", "-i", fat, cfg, "::syslinux.cfg"])
-        with open(out, "wb") as disk:
-            disk.truncate(DISK_MIB * 1024 * 1024)
-            mbr = bytearray(512)
-            code = SYSLINUX_MBR.read_bytes()[:440]
-            mbr[:len(code)] = code
-            # one active FAT16 (LBA) partition; CHS fields say "use LBA"
-            mbr[446:462] = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x0E, b"\xfe\xff\xff", start, fat_sectors)
-            mbr[510:512] = b"\x55\xaa"
-            disk.write(mbr)
-            disk.seek(PAYLOAD_OFFSET)
-            disk.write(payload())
-            disk.seek(start * 512)
-            with open(fat, "rb") as src:
-                shutil.copyfileobj(src, disk)
+        # one active FAT16 (LBA) partition
+        return _disk(out, fat, SYSLINUX_MBR.read_bytes()[:440], 0x0E, active=True)
+
+
+def _fat(path: Path, label: str) -> Path:
+    """The FAT16 file system of the partition (from PARTITION_START_MIB to the end of the disk)."""
+    fat_sectors = (DISK_MIB - PARTITION_START_MIB) * 2048
+    _run(["mkfs.vfat", "-F", "16", "-n", label, "-h", str(PARTITION_START_MIB * 2048), "-C", path,
+          str(fat_sectors // 2)])
+    return path
+
+
+def _disk(out: Path, fat: Path, boot_code: bytes, partition_type: int, active: bool) -> Path:
+    """The disk: an MBR with one partition holding fat, and the payload at PAYLOAD_OFFSET."""
+    start = PARTITION_START_MIB * 2048
+    fat_sectors = (DISK_MIB - PARTITION_START_MIB) * 2048
+    with open(out, "wb") as disk:
+        disk.truncate(DISK_MIB * 1024 * 1024)
+        mbr = bytearray(512)
+        mbr[:len(boot_code)] = boot_code
+        # CHS fields say "use LBA"
+        mbr[446:462] = struct.pack("<B3sB3sII", 0x80 if active else 0, b"\xfe\xff\xff", partition_type,
+                                   b"\xfe\xff\xff", start, fat_sectors)
+        mbr[510:512] = b"\x55\xaa"
+        disk.write(mbr)
+        disk.seek(PAYLOAD_OFFSET)
+        disk.write(payload())
+        disk.seek(start * 512)
+        with open(fat, "rb") as src:
+            shutil.copyfileobj(src, disk)
     return out
+
+
+def unified_kernel(art: GuestArtifacts, cmdline: str, out: Path) -> Path:
+    """One EFI binary (systemd's stub with the kernel, initramfs and command line as sections), which the
+    firmware starts from the removable-media path \\EFI\\BOOT\\BOOTX64.EFI with no boot entry."""
+    linux_at = 0x2000000
+    initrd_at = (linux_at + art.kernel.stat().st_size + 0xFFFFF) & ~0xFFFFF
+    with tempfile.TemporaryDirectory(prefix="kvmlab-uki-") as tmp:
+        osrel = Path(tmp) / "os-release"
+        osrel.write_text('ID=kvmlab\nPRETTY_NAME="kvm.migration lab guest"\n')
+        cmd = Path(tmp) / "cmdline"
+        cmd.write_text(cmdline)
+        _run(["objcopy", "--add-section", f".osrel={osrel}", "--change-section-vma", ".osrel=0x20000",
+              "--add-section", f".cmdline={cmd}", "--change-section-vma", ".cmdline=0x30000",
+              "--add-section", f".linux={art.kernel}", "--change-section-vma", f".linux={linux_at:#x}",
+              "--add-section", f".initrd={art.initrd}", "--change-section-vma", f".initrd={initrd_at:#x}",
+              EFI_STUB, out])
+    return out
+
+
+def efi_bootable_disk(art: GuestArtifacts, out: Path, cmdline: str) -> Path:
+    """As bootable_disk, for UEFI: the FAT partition is an EFI system partition holding only a unified kernel
+    at \\EFI\\BOOT\\BOOTX64.EFI whose command line carries EFI_BOOT_MARK (syslinux is not on the disk at all)."""
+    with tempfile.TemporaryDirectory(prefix="kvmlab-efi-") as tmp:
+        uki = unified_kernel(art, f"{cmdline} {EFI_BOOT_MARK}", Path(tmp) / "BOOTX64.EFI")
+        fat = _fat(Path(tmp) / "fat.img", "TBESP")
+        _run(["mmd", "-i", fat, "::EFI", "::EFI/BOOT"])
+        _run(["mcopy", "-i", fat, uki, "::EFI/BOOT/BOOTX64.EFI"])
+        return _disk(out, fat, b"", 0xEF, active=False)
 
 
 def to_vmdk(raw: Path, out: Path, subformat: str) -> list[Path]:
