@@ -373,6 +373,11 @@ def check_host(client, options, vm):
                              "QEMU", hint="install OVMF (ovmf on Debian, edk2-ovmf on RHEL/Fedora)")
 
 
+def definition_disks(disks):
+    """What the definition takes of each planned disk."""
+    return [{k: d[k] for k in ("volume", "format", "target", "block")} for d in disks]
+
+
 def check_pool_fits(pool, params):
     if not pool.block:
         return
@@ -443,8 +448,7 @@ class Importer:
         if vm["firmware"] == "efi":
             warnings.append("the VM boots with UEFI; VMware's boot entries (.nvram) are not carried over, so the "
                             "firmware boots \\EFI\\BOOT\\BOOTX64.EFI unless a boot entry is added")
-        xml = domain_xml(name, vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"], "block": d["block"]}
-                                    for d in disks], nics, options)
+        xml = domain_xml(name, vm, definition_disks(disks), nics, options)
         return {"name": name, "disks": disks, "nics": nics, "device_profile": profile, "xml": xml,
                 "warnings": vm["warnings"] + warnings + net_warnings, "options": options,
                 "needed": sum(d["needed"] for d in disks), "uuid_bios": vm["uuid_bios"]}
@@ -487,8 +491,7 @@ class Importer:
                 raise OperationFailed("the source changed while it was imported: %s" % "; ".join(changed),
                                       hint="power the VM off in VMware (or copy its files again) and re-run")
             record = import_record_xml(self.params["vmx"], files, [v for d in plan["disks"] for v in d["volumes"]])
-            xml = domain_xml(plan["name"], vm, [{"volume": d["volume"], "format": d["format"], "target": d["target"], "block": d["block"]}
-                                                for d in plan["disks"]], plan["nics"], plan["options"], record)
+            xml = domain_xml(plan["name"], vm, definition_disks(plan["disks"]), plan["nics"], plan["options"], record)
             dom = self.client.define_domain(xml)
             pool.refresh()
         except BaseException as exc:

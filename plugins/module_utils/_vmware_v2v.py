@@ -30,7 +30,6 @@ from ansible_collections.kvm.migration.plugins.module_utils._vmware_definition i
 from ansible_collections.kvm.migration.plugins.module_utils._vmware_import import (
     Importer,
     fingerprint,
-    remove_files,
     write_marker,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._watched_process import ERROR_TAIL, run_watched
@@ -133,14 +132,14 @@ def run_virt_v2v(module, client, pool, plan):
         if dom is not None:
             made += [f for f in _disk_files(dom) if f not in made]
             Importer._undefine(dom)
-        remove_files(made)
-        remove_files([marker])
+        pool.remove(made)
+        pool.drop_marker(marker)
         pool.refresh()
         if isinstance(exc, OperationFailed):
             exc.append("What virt-v2v made was removed")
         raise
     finally:
         progress.close()
-    remove_files([marker])
+    pool.drop_marker(marker)
     pool.refresh()
     return dom

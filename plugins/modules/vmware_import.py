@@ -225,7 +225,8 @@ state:
 disks:
   description: Each disk in boot order - the C(.vmx) unit, the source descriptor, its C(create_type), the
     C(chain) of layers (top first), every source C(files), C(virtual_size) and C(needed) bytes, the
-    C(target) device, the C(volumes) made (base first) and C(volume) the domain uses.
+    C(target) device, the C(volumes) made (base first) and C(volume) the domain uses, and C(block) (true for a
+    logical volume in a logical pool).
   returned: when state=present
   type: list
   elements: dict
