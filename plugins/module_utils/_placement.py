@@ -12,11 +12,17 @@ offline move, whether the destination's definition is this collection's current 
 from __future__ import annotations
 
 import time
+from urllib.parse import urlparse
 
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec, outgoing_migration, state_name
 from ansible_collections.kvm.migration.plugins.module_utils._libvirt import libvirt_errors
 from ansible_collections.kvm.migration.plugins.module_utils._offline_record import read_offline_record
 from ansible_collections.kvm.migration.plugins.module_utils._options import MIB
+from ansible_collections.kvm.migration.plugins.module_utils._qemu_state import (
+    daemon_restarted_under,
+    restart_hint,
+    source_qemu_leftovers,
+)
 
 from ansible_collections.kvm.migration.plugins.module_utils._report import FAIL, PASS
 
@@ -29,6 +35,17 @@ INCOMING_WAIT = 10.0
 def _done_fraction(stats):
     total = stats.get("data_total") or 0
     return (stats.get("data_processed", 0) / float(total)) if total else 0.0
+
+
+def qemu_leftovers(client, dom, name, spec, suspect=False):
+    """What an earlier migration left in the source QEMU that libvirt hides (see _qemu_state), asked only when
+    libvirt may hide something: its daemon restarted while the guest ran, this host cannot tell (a remote URI),
+    or the caller has its own reason (`suspect`: the run saw the source's connection drop)."""
+    local = not urlparse(client.uri).hostname
+    restarted = daemon_restarted_under(name) if local else None
+    if restarted is False and not suspect:
+        return []
+    return source_qemu_leftovers(dom, [d.target for d in spec.disks])
 
 
 class PlacementChecks:
@@ -72,6 +89,12 @@ class PlacementChecks:
             return False
         with libvirt_errors("read the definition of %s" % req.name):
             self.located.spec = DomainSpec.from_xml(src.XMLDesc(0))
+        left = qemu_leftovers(self.source, src, req.name, self.located.spec)
+        if left:
+            r.add("domain", FAIL, "Domain %s runs on the source, but its QEMU process still holds what an earlier "
+                  "migration left, which libvirt no longer shows: %s" % (req.name, "; ".join(left)),
+                  restart_hint(req.name), qemu=left)
+            return False
         r.add("domain", PASS, "domain %s is %s on the source" % (req.name, state_name(src)))
         return True
 

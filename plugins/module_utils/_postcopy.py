@@ -150,7 +150,7 @@ class PostcopyRecovery:
             dst_state[1] != running_failed
         if dest_runs and not src_active:
             return "finished"
-        if dest_runs and _incoming_job_ended(dst):
+        if dest_runs and incoming_job_ended(dst):
             return "completed" if qemu == "completed" else "settled" if qemu is None else "running"
         if qemu in QEMU_MOVING or qemu == "completed":
             # (completed on the source only: the destination still takes the last pages)
@@ -166,7 +166,7 @@ class PostcopyRecovery:
         return "unknown"
 
 
-def _incoming_job_ended(dst):
+def incoming_job_ended(dst):
     """Whether the destination's libvirt has finished the incoming migration (while it runs, or after it failed,
     libvirt keeps the job and refuses to report it: "available only on the source host")."""
     try:

@@ -25,6 +25,9 @@ from ansible_collections.kvm.migration.plugins.module_utils._libvirt import (
     libvirt_errors,
 )
 from ansible_collections.kvm.migration.plugins.module_utils._live import describe_states, failure_hint
+from ansible_collections.kvm.migration.plugins.module_utils._placement import qemu_leftovers
+from ansible_collections.kvm.migration.plugins.module_utils._postcopy import incoming_job_ended
+from ansible_collections.kvm.migration.plugins.module_utils._qemu_state import restart_hint
 
 # After a failure: how long to try to reach a host whose connection was lost, before reporting.
 RECONNECT_SECONDS = 60
@@ -61,14 +64,7 @@ class Recovery:
         source_lost = live.call_returned and not self.source.alive()
         dest_lost = not self.dest.alive()
         if not self._reach_source():
-            raise OperationFailed(
-                "Migration of %s to %s failed: %s; the connection to the source %s was lost and it did not come back "
-                "within %d s, so where the guest runs is not known. Nothing was deleted on either host"
-                % (req.name, req.dest_uri, error_text(error), self.source.uri, RECONNECT_SECONDS),
-                hint="bring the source's libvirtd back (systemctl status libvirtd), then run the same task again: it "
-                     "finds the guest and removes this run's leftovers (its journal) if the guest stayed on the source",
-                details={"guest_location": "unknown", "strategy": strategy, "kept_on_destination": list(self.stager.created),
-                         "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]})
+            self._source_unreachable(uuid, error, strategy)
         dest_reachable = self._reach_destination()
         # Looked up first: a connection that looked open but is closed shows here, and is reopened once.
         dst, dest_reachable, reopened = self._destination_domain(uuid) if dest_reachable else (None, False, False)
@@ -141,6 +137,18 @@ class Recovery:
                                  kept_on_destination=[p for p in self.stager.created if p not in cleaned],
                                  cleanup_failed=[message for _what, message in left],
                                  state=self._final_state(src, self._destination_domain(uuid)[0])))
+            # A re-run is what the hint recommends: first make sure the source's QEMU is fit to migrate again.
+            left_in_qemu = qemu_leftovers(self.source, src, req.name, self.spec_for(src), suspect=source_lost)
+            if left_in_qemu:
+                raise OperationFailed(
+                    "Migration of %s to %s failed: %s. The guest keeps running on the source; removed from the "
+                    "destination: %s. Its QEMU process still holds what the failed migration left, which libvirt "
+                    "no longer shows (%s), so it must not be migrated again"
+                    % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing", "; ".join(left_in_qemu)),
+                    hint=restart_hint(req.name),
+                    details=dict(details, guest_location="source", removed_from_destination=cleaned,
+                                 source_qemu=left_in_qemu,
+                                 state=self._final_state(src, self._destination_domain(uuid)[0])))
             raise OperationFailed(
                 "Migration of %s to %s failed: %s. The guest keeps running on the source; "
                 "removed from the destination: %s" % (req.name, req.dest_uri, cause, ", ".join(cleaned) or "nothing"),
@@ -159,6 +167,51 @@ class Recovery:
                  "reports it paused there" % req.name,
             details=dict(details, guest_location="unknown", kept_on_destination=list(self.stager.created),
                          state=self._final_state(src, dst)))
+
+    def _source_unreachable(self, uuid, error, strategy):
+        """The source does not answer after a failure: ask the destination before calling the guest's place
+        unknown.  A guest running there (the migration completed while the source's libvirtd went away) is on the
+        destination; its stale source definition waits for the source to come back."""
+        req = self.request
+        details = {"strategy": strategy, "kept_on_destination": list(self.stager.created),
+                   "events": [{"t": round(t, 1), "event": e, "reason": r} for t, e, r in self.controller.events]}
+        lost = ("the connection to the source %s was lost and it did not come back within %d s"
+                % (self.source.uri, RECONNECT_SECONDS))
+        dst, reachable, _reopened = self._destination_domain(uuid) if self._reach_destination() else (None, False, False)
+        running = reachable and dst is not None and dst.isActive() and state_name(dst) == "running"
+        if running and not incoming_job_ended(dst):
+            raise OperationFailed(
+                "Migration of %s to %s failed: %s; %s. The destination runs the guest (%s) while its incoming "
+                "migration has not ended: the guest's memory may still be split between the hosts, so nothing was "
+                "destroyed or deleted on either" % (req.name, req.dest_uri, error_text(error), lost, state_detail(dst)),
+                hint="bring the source's libvirtd back at once (systemctl start libvirtd there) and destroy neither "
+                     "side; then run the same task again: it finds where the guest runs",
+                details=dict(details, guest_location="split (post-copy)" if self.controller.postcopy_started else
+                             "destination (arriving)", source_reachable=False,
+                             state={"source": "unknown", "destination": state_name(dst)}))
+        if running:
+            raise OperationFailed(
+                "Migration of %s to %s: %s; the destination runs the guest (%s), so the migration completed there. "
+                "The source's definition could not be removed and its images stay; nothing was deleted on either "
+                "host" % (req.name, req.dest_uri, lost, state_detail(dst)),
+                hint="do not start the guest on the source: its disks are older than the destination's. Bring the "
+                     "source's libvirtd back (systemctl status libvirtd there), then run the same task again: it "
+                     "finds the guest on the destination and removes the stale source definition",
+                details=dict(details, guest_location="destination", source_reachable=False,
+                             state={"source": "unknown", "destination": state_name(dst)}))
+        where = ("the destination does not run it either (%s)" % (state_detail(dst) if dst is not None else "absent")
+                 if reachable else "the destination does not answer either")
+        raise OperationFailed(
+            "Migration of %s to %s failed: %s; %s, so where the guest runs is not known. Nothing was deleted on "
+            "either host" % (req.name, req.dest_uri, error_text(error) + "; " + lost, where),
+            hint="bring the source's libvirtd back (systemctl status libvirtd), then run the same task again: it "
+                 "finds the guest and removes this run's leftovers (its journal) if the guest stayed on the source",
+            details=dict(details, guest_location="unknown", source_reachable=False, destination_reachable=reachable))
+
+    @staticmethod
+    def spec_for(dom):
+        with libvirt_errors("read the definition of %s" % dom.name()):
+            return DomainSpec.from_xml(dom.XMLDesc(0))
 
     def _full_directories(self):
         """The destination directories of this run's volumes that are full now ('dir (12 KiB free)')."""
@@ -261,10 +314,37 @@ class Recovery:
                     problems.append("the domain does not use %s" % vol.path)
                 problems += self.stager.check(vol)
         if problems:
-            src = self.source.lookup_domain_by_uuid(uuid)
-            raise OperationFailed(
-                "Migration of %s reported success, but on the destination %s: %s. The source definition is kept"
-                % (req.name, req.dest_uri, "; ".join(problems)),
-                details={"state": self._final_state(src, dst)},
-            )
+            self._arrival_failed(uuid, dst, problems, active)
         return dst
+
+    def _arrival_failed(self, uuid, dst, problems, active):
+        """The migration reported success but the destination is not as it must be.  Say where the guest runs and
+        which host holds its newest disks: after a live switch-over that is the destination, so the source's
+        copy must not be started."""
+        req = self.request
+        src = self.source.lookup_domain_by_uuid(uuid)
+        runs_on_destination = dst is not None and dst.isActive()
+        newest = "the destination" if active else "both hosts (the copy was verified before the definition moved)"
+        if runs_on_destination:
+            location = "destination"
+            hint = ("the guest runs on the destination; fix what the message names there (the source definition is "
+                    "kept: do not start it, its disks are older than the destination's)")
+        elif active:
+            location = "nowhere (newest disks on the destination)"
+            start = ("virsh start %s on the destination" % req.name if dst is not None else
+                     "define it on the destination from the source's definition (virsh dumpxml %s on the source) "
+                     "and start it there" % req.name)
+            hint = ("%s: its disks hold the guest's last writes. Do not start the copy on the source: its disks "
+                    "stopped at the switch-over and are older" % start)
+        else:
+            location = "source (shut off)"
+            hint = ("the source's definition and images are kept as they were: check the destination's definition, "
+                    "then run the task again")
+        raise OperationFailed(
+            "Migration of %s reported success, but on the destination %s: %s. The guest runs %s; its newest disks "
+            "are on %s. The source definition is kept"
+            % (req.name, req.dest_uri, "; ".join(problems),
+               "there" if runs_on_destination else "on neither host", newest),
+            hint=hint,
+            details={"guest_location": location, "newest_disks": "destination" if active else "both",
+                     "state": self._final_state(src, dst)})

@@ -11,6 +11,7 @@ loaded veth), and cut on the root side of the destination's veth (`vb-<host>`), 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -353,3 +354,101 @@ def test_destination_disk_full_during_copy(lab, ansible):
         g.remove_everywhere()
         lab.exec(DST, f"umount {directory} || umount -l {directory}; rmdir {directory}", check=False)
         lab.exec(SRC, f"rm -rf {directory}", check=False)
+
+
+def qmp(lab, host, vm, command, **arguments):
+    """One QMP command on the guest's QEMU through libvirt (what an operator's `virsh qemu-monitor-command`
+    does); its 'return' value."""
+    message = {"execute": command, **({"arguments": arguments} if arguments else {})}
+    out = lab.exec(host, ["virsh", "qemu-monitor-command", vm.name, json.dumps(message)]).stdout
+    return json.loads(out)["return"]
+
+
+def leave_a_concluded_block_job(lab, vm):
+    """Puts the source QEMU in the state a killed libvirtd 9.0 leaves it in (the issue's trace): a block job that
+    QEMU still holds, concluded, and that libvirt does not show.  Made with QEMU's own commands (a mirror of the
+    guest's disk into a null device, finished and never dismissed), then libvirtd restarts, as after the kill."""
+    node = qmp(lab, SRC, vm, "query-block")[0]["inserted"]["node-name"]
+    qmp(lab, SRC, vm, "blockdev-add", driver="null-co", **{"node-name": "leftover-target", "size": 64 * 1024 ** 2})
+    qmp(lab, SRC, vm, "blockdev-mirror", device=node, target="leftover-target", sync="full",
+        **{"job-id": "leftover-mirror", "auto-dismiss": False})
+    deadline = time.monotonic() + 60
+    while not any(j["ready"] for j in qmp(lab, SRC, vm, "query-block-jobs")):
+        assert time.monotonic() < deadline, "the mirror never became ready"
+        time.sleep(0.2)
+    qmp(lab, SRC, vm, "block-job-cancel", device="leftover-mirror")
+    while [j["status"] for j in qmp(lab, SRC, vm, "query-block-jobs")] != ["concluded"]:
+        assert time.monotonic() < deadline, qmp(lab, SRC, vm, "query-block-jobs")
+        time.sleep(0.2)
+    lab.exec(SRC, "systemctl restart libvirtd.service")
+    assert "No current block job" in lab.exec(SRC, ["virsh", "blockjob", vm.name, "vda", "--info"]).stdout
+
+
+def test_a_qemu_with_a_job_libvirt_lost_is_not_migrated(lab, ansible, vm):
+    """Issue 28.4: a source QEMU that holds a block job the restarted libvirtd no longer shows is refused before
+    anything changes, with a hint to restart the guest cleanly or move it offline (migrating it sends an
+    inconsistent RAM image).  A fresh QEMU process then migrates."""
+    leave_a_concluded_block_job(lab, vm)
+    before = {h: host_snapshot(lab, h) for h in (SRC, DST)}
+    result = ansible.module(SRC, "kvm.migration.migrate", migrate_args(vm)).task("probe")
+    print("refusal:", result.get("msg"), "| hint:", result.get("hint"))
+    assert result.get("failed"), result
+    assert "'leftover-mirror' in state 'concluded' that libvirt does not show" in result["msg"], result["msg"]
+    assert "virsh shutdown %s" % vm.name in result["hint"] and "live: false" in result["hint"], result["hint"]
+    assert {h: host_snapshot(lab, h) for h in (SRC, DST)} == before
+    assert_in_one_place(vm, SRC)
+    # The hint's remedy: a fresh QEMU process (the lab guest has no ACPI shutdown, so destroy stands in for it).
+    lab.exec(SRC, f"virsh destroy {vm.name} && virsh start {vm.name}")
+    vm.wait_ticks(SRC, 2)
+    moved = ansible.module(SRC, "kvm.migration.migrate", migrate_args(vm)).task("probe")
+    assert not moved.get("failed"), moved.get("msg")
+    assert vm.state(DST) == "running" and vm.state(SRC) in ("absent", "shut off")
+
+
+def test_source_libvirtd_killed_then_the_recommended_rerun(lab, ansible, vm):
+    """Issue 28.4: SIGKILL of the source's libvirtd (the daemon only: QEMU lives on) at about a third of the job;
+    systemd starts it again.  Whatever the first run reports, following its hint ends with the guest running in
+    exactly one place, unharmed: the re-run it recommends migrates a clean QEMU, or it is refused with the
+    restart hint when the QEMU kept what libvirt lost."""
+    proc = start_migration(ansible, vm, bandwidth=4)
+    wait_progress(lab, vm, proc, 0.3)
+    lab.exec(SRC, "kill -KILL $(systemctl show -p MainPID --value libvirtd.service)")
+    result = ansible.wait(proc).task("probe")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+    if not result.get("failed"):
+        assert_in_one_place(vm, DST)
+        return
+    assert result["guest_location"] == "source", result
+    assert_in_one_place(vm, SRC)
+    assert leftovers(lab, vm) == [], result["msg"]
+    if "source_qemu" in result:
+        assert "virsh shutdown" in result["hint"], result["hint"]
+        again = ansible.module(SRC, "kvm.migration.migrate", migrate_args(vm)).task("probe")
+        assert again.get("failed") and "virsh shutdown" in again["hint"], again
+        assert_in_one_place(vm, SRC)
+    else:
+        assert "run the same task again" in result["hint"], result["hint"]
+        assert_rerun_converges(lab, ansible, vm)
+
+
+SOURCE_DAEMON_UNITS = "libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
+
+
+def test_source_libvirtd_stopped_as_the_migration_completes(lab, ansible, vm):
+    """Issue 28.6: the source's libvirtd stops (and stays down) near the end of the job; its graceful shutdown
+    lets the job finish, so the guest runs on the destination.  The module cannot reach the source again: it asks
+    the destination before it calls the guest's place unknown, and warns off the stale source copy.  Once the
+    source is back, the re-run removes the stale definition and images."""
+    proc = start_migration(ansible, vm, bandwidth=4)
+    wait_progress(lab, vm, proc, 0.9)
+    lab.exec(SRC, f"systemctl stop {SOURCE_DAEMON_UNITS}")
+    try:
+        result = ansible.wait(proc).task("probe")
+    finally:
+        lab.exec(SRC, f"systemctl start {SOURCE_DAEMON_UNITS}")
+    print("fault result:", result.get("msg"), "| hint:", result.get("hint"))
+    assert result.get("failed"), result
+    assert result["guest_location"] == "destination", result
+    assert "the destination runs the guest" in result["msg"], result["msg"]
+    assert "do not start the guest on the source" in result["hint"], result["hint"]
+    assert_rerun_converges(lab, ansible, vm)

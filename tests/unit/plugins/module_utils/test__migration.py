@@ -9,7 +9,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 from ansible_collections.kvm.migration.plugins.module_utils._domain import DomainSpec
-from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient
+from ansible_collections.kvm.migration.plugins.module_utils._libvirt import InvalidRequest, LibvirtClient, OperationFailed
 from ansible_collections.kvm.migration.plugins.module_utils._migration import (
     Migration,
     MigrationRequest,
@@ -444,3 +444,44 @@ def test_a_journal_left_by_a_run_that_got_the_domain_there_is_removed(hosts, tmp
     images.refresh(0)
     assert journal_name(uuid) not in images.listVolumes()
     assert "stale_removed" not in migration(hosts).execute()
+
+
+# ---------------------------------------------------------------- a success that did not arrive (issue 28.4)
+
+def vm1_xml(source):
+    return source.lookup_domain("vm1").XMLDesc(0)
+
+
+def test_a_reported_success_with_the_guest_absent_says_the_newest_disks_are_on_the_destination(hosts):
+    m = migration(hosts)
+    uuid = hosts[0].lookup_domain("vm1").UUIDString()
+    with pytest.raises(OperationFailed) as failed:
+        m._verify_destination(uuid, [])
+    exc = failed.value
+    assert exc.details["guest_location"] == "nowhere (newest disks on the destination)"
+    assert exc.details["newest_disks"] == "destination"
+    assert "the domain is absent" in exc.msg and "its newest disks are on the destination" in exc.msg
+    assert "define it on the destination" in exc.hint and "Do not start the copy on the source" in exc.hint
+    assert "virsh start vm1 on the source" not in exc.hint
+
+
+def test_a_reported_success_with_the_guest_shut_off_on_the_destination_says_start_it_there(hosts):
+    source, dest = hosts
+    m = migration(hosts)
+    dest.open()
+    dest.conn.defineXML(vm1_xml(source))
+    with pytest.raises(OperationFailed) as failed:
+        m._verify_destination(source.lookup_domain("vm1").UUIDString(), [])
+    assert failed.value.details["guest_location"] == "nowhere (newest disks on the destination)"
+    assert failed.value.hint.startswith("virsh start vm1 on the destination")
+
+
+def test_a_reported_success_with_the_guest_running_but_transient_says_it_runs_on_the_destination(hosts):
+    source, dest = hosts
+    m = migration(hosts, persistent=True)
+    dest.open()
+    dest.conn.createXML(vm1_xml(source), 0)
+    with pytest.raises(OperationFailed) as failed:
+        m._verify_destination(source.lookup_domain("vm1").UUIDString(), [])
+    assert failed.value.details["guest_location"] == "destination"
+    assert "not persistent" in failed.value.msg and "do not start it" in failed.value.hint
