@@ -148,4 +148,3 @@ def source_qemu_leftovers(dom, targets, settle=SETTLE_SECONDS, clock=time.monoto
 
 def restart_hint(name):
     return RESTART_HINT % (name, name)
-
